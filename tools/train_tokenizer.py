@@ -26,7 +26,11 @@ SETTINGS = dict(
     vocab_size=2048,
     byte_fallback=True,  # unseen characters become <0x..> byte pieces, never <unk>
     split_digits=True,  # every digit is its own piece
-    add_dummy_prefix=True,  # "Hello" is encoded as " Hello"
+    # One departure from Mistral (which adds a dummy "▁" before a text): we train on lines but the
+    # model reads whole text, where a line's first word follows "\n", not "▁". Without the dummy
+    # prefix training and use agree, speaker names stay whole: 2.54 chars/token on the held-out
+    # plays instead of 2.45.
+    add_dummy_prefix=False,
     normalization_rule_name="identity",  # no Unicode normalisation: text in = text out
     remove_extra_whitespaces=False,  # keep verse indentation
     allow_whitespace_only_pieces=True,  # so runs of spaces can merge into one piece
