@@ -1,0 +1,46 @@
+"""Command line: python -m mistral_np generate "To be, or not to be" [--model DIR] ..."""
+import argparse
+import sys
+import time
+
+from . import DEFAULT_MODEL, generate, load, load_tokenizer
+
+
+def cmd_generate(a):
+    model = load(a.model)
+    tokenizer = load_tokenizer(a.model)
+    t0, n = time.perf_counter(), 0
+    sys.stdout.write(a.prompt)
+    for piece in generate(model, tokenizer, a.prompt, a.max_new_tokens, a.temperature, a.top_k,
+                          a.top_p, a.seed):
+        sys.stdout.write(piece)
+        sys.stdout.flush()
+        n += 1
+    dt = time.perf_counter() - t0
+    print(f"\n[{n} pieces in {dt:.1f} s]", file=sys.stderr)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="python -m mistral_np", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+    g = sub.add_parser("generate", help="generate text from a prompt")
+    g.add_argument("prompt")
+    g.add_argument("--model", default=str(DEFAULT_MODEL), help="checkpoint folder (default: the pocket model)")
+    g.add_argument("--max-new-tokens", type=int, default=200)
+    g.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
+    g.add_argument("--top-k", type=int, default=0)
+    g.add_argument("--top-p", type=float, default=1.0)
+    g.add_argument("--seed", type=int, default=None)
+    g.set_defaults(run=cmd_generate)
+    a = p.parse_args(argv)
+    try:
+        a.run(a)
+    except (FileNotFoundError, ValueError, KeyError) as e:
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
+        print(f"error: {msg}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,39 @@
+"""Scaled dot-product attention with the causal sliding-window mask and grouped-query heads."""
+import numpy as np
+
+
+def window_mask(q_pos, k_pos, W):
+    """(T, S) bool: query at position i may see key at position j iff i - W < j <= i.
+
+    W keys, the query's own included: exactly what a rolling buffer of W slots holds.
+    With W >= the sequence length this is the plain causal mask.
+    """
+    d = np.asarray(q_pos)[:, None] - np.asarray(k_pos)[None, :]        # (T, S): i - j
+    return (d >= 0) & (d < W)
+
+
+def softmax(x, axis=-1):
+    """exp(x - max) / sum: subtracting the max keeps exp from overflowing; -inf entries give 0."""
+    e = np.exp(x - np.max(x, axis=axis, keepdims=True))
+    return e / np.sum(e, axis=axis, keepdims=True)
+
+
+def attention(q, k, v, mask):
+    """Grouped-query attention.
+
+    q: (T, n_heads, head_dim); k, v: (S, n_kv_heads, head_dim); mask: (T, S) bool.
+    Query head h reads key/value head h // (n_heads // n_kv_heads): each group of
+    n_heads / n_kv_heads query heads shares one key/value head, and k, v are never copied.
+    n_kv_heads == n_heads is ordinary multi-head attention, n_kv_heads == 1 multi-query.
+    Returns (T, n_heads * head_dim).
+    """
+    T, n_heads, head_dim = q.shape
+    S, n_kv_heads, _ = k.shape
+    group = n_heads // n_kv_heads
+    qg = q.reshape(T, n_kv_heads, group, head_dim).transpose(1, 2, 0, 3)   # (n_kv, group, T, hd)
+    kt = k.transpose(1, 2, 0)[:, None]                                     # (n_kv, 1, hd, S)
+    vt = v.transpose(1, 0, 2)[:, None]                                     # (n_kv, 1, S, hd)
+    scores = (qg @ kt) / np.float32(np.sqrt(head_dim))                     # (n_kv, group, T, S)
+    scores = np.where(mask, scores, np.float32(-np.inf))
+    out = softmax(scores) @ vt                                             # (n_kv, group, T, hd)
+    return out.transpose(2, 0, 1, 3).reshape(T, n_heads * head_dim)

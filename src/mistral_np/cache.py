@@ -1,0 +1,74 @@
+"""The rolling buffer KV cache: W slots per layer, position p always in slot p mod W.
+
+Slots are only storage. Attention never relies on slot order: each slot remembers the absolute
+position it holds, and the mask is built from positions (window_mask), so RoPE and the window
+see the true sequence however the buffer has wrapped.
+"""
+import numpy as np
+
+from .attention import attention, window_mask
+
+EMPTY = -1   # position stored in a slot that holds nothing yet
+
+
+def cache_slots(seqlens, n_cached, W):
+    """Slots of the new tokens of several sequences sharing one buffer of len(seqlens) x W slots.
+
+    Sequence b's token at absolute position p goes to slot (p mod W) + b * W.
+    cache_slots([5, 7, 2], [0, 1, 3], 3) -> [2 0 1 | 5 3 4 | 6 7]: only the last W tokens of a
+    sequence are kept, so a sequence longer than W writes only its last W positions.
+    """
+    slots = []
+    for b, (n_new, start) in enumerate(zip(seqlens, n_cached)):
+        positions = np.arange(start + max(0, n_new - W), start + n_new)
+        slots.append(positions % W + b * W)
+    return np.concatenate(slots)
+
+
+class RollingCache:
+    """Keys and values of the last W positions of one sequence, for every layer."""
+
+    def __init__(self, n_layers, W, n_kv_heads, head_dim, dtype=np.float32):
+        # np.zeros asks the OS for zeroed pages lazily: untouched slots cost no memory.
+        self.k = np.zeros((n_layers, W, n_kv_heads, head_dim), dtype)   # (L, W, n_kv, hd)
+        self.v = np.zeros((n_layers, W, n_kv_heads, head_dim), dtype)
+        self.pos = np.full(W, EMPTY, np.int64)   # absolute position held by each slot
+        self.W = W
+        self.n_seen = 0                          # tokens fed so far = next position
+
+    @property
+    def nbytes(self):
+        return self.k.nbytes + self.v.nbytes + self.pos.nbytes
+
+    def attend(self, layer, q, k, v, positions):
+        """Attention of a chunk (q, k, v at `positions`) over [cache | chunk]; then store the chunk.
+
+        q: (T, n_heads, hd); k, v: (T, n_kv, hd). Returns (T, n_heads * hd).
+        """
+        T, W = len(positions), self.W
+        if T == 1:
+            # Decoding: the slot p mod W held position p - W, which p cannot see anyway,
+            # so write first and attend over the buffer in place (no copy of the cache).
+            slot = positions[0] % W
+            self.k[layer, slot], self.v[layer, slot] = k[0], v[0]
+            kpos = self.pos.copy()
+            kpos[slot] = positions[0]
+            mask = window_mask(positions, kpos, W) & (kpos != EMPTY)
+            return attention(q, self.k[layer], self.v[layer], mask)
+        # Pre-fill chunk: the chunk's keys may overwrite slots its own earlier queries still need,
+        # so attend over [cached | chunk] first, with one mask over both, then write.
+        held = self.pos != EMPTY
+        keys = np.concatenate([self.k[layer][held], k])                 # (S + T, n_kv, hd)
+        values = np.concatenate([self.v[layer][held], v])
+        kpos = np.concatenate([self.pos[held], positions])               # (S + T,)
+        out = attention(q, keys, values, window_mask(positions, kpos, W))
+        keep = slice(max(0, T - W), T)                                   # only the last W survive
+        slots = positions[keep] % W
+        self.k[layer, slots], self.v[layer, slots] = k[keep], v[keep]
+        return out
+
+    def advance(self, positions):
+        """After every layer has stored the chunk: record which position each slot now holds."""
+        keep = positions[max(0, len(positions) - self.W):]
+        self.pos[keep % self.W] = keep
+        self.n_seen = int(positions[-1]) + 1

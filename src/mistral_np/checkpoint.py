@@ -1,0 +1,179 @@
+"""Loading checkpoints: Hugging Face's layout and Mistral's own, sharded or not, bf16/f16/f32.
+
+Hugging Face: config.json + model.safetensors, or model-0000k-of-0000n.safetensors with
+model.safetensors.index.json; names like model.layers.0.self_attn.q_proj.weight; q/k rows
+permuted for the "halves" RoPE layout. Mistral: params.json + consolidated.safetensors;
+names like layers.0.attention.wq.weight; RoPE on neighbouring pairs.
+"""
+from pathlib import Path
+import json
+
+import numpy as np
+
+from .bf16 import BF16
+from .config import ModelArgs, read_config, to_hf_config, to_params
+from .layers import permute_halves_to_pairs, permute_pairs_to_halves
+from .model import Model
+from .safetensors import load_file, read_header, save_file
+
+# Book (= Mistral) name -> Hugging Face name; {i} is the layer index.
+HF_NAMES = {
+    "tok_embeddings.weight": "model.embed_tokens.weight",
+    "layers.{i}.attention_norm.weight": "model.layers.{i}.input_layernorm.weight",
+    "layers.{i}.attention.wq.weight": "model.layers.{i}.self_attn.q_proj.weight",
+    "layers.{i}.attention.wk.weight": "model.layers.{i}.self_attn.k_proj.weight",
+    "layers.{i}.attention.wv.weight": "model.layers.{i}.self_attn.v_proj.weight",
+    "layers.{i}.attention.wo.weight": "model.layers.{i}.self_attn.o_proj.weight",
+    "layers.{i}.ffn_norm.weight": "model.layers.{i}.post_attention_layernorm.weight",
+    "layers.{i}.feed_forward.w1.weight": "model.layers.{i}.mlp.gate_proj.weight",
+    "layers.{i}.feed_forward.w2.weight": "model.layers.{i}.mlp.down_proj.weight",
+    "layers.{i}.feed_forward.w3.weight": "model.layers.{i}.mlp.up_proj.weight",
+    "norm.weight": "model.norm.weight",
+    "output.weight": "lm_head.weight",
+}
+LAYER_KEYS = {"attention_norm": "attention_norm", "wq": "attention.wq", "wk": "attention.wk",
+              "wv": "attention.wv", "wo": "attention.wo", "ffn_norm": "ffn_norm",
+              "w1": "feed_forward.w1", "w2": "feed_forward.w2", "w3": "feed_forward.w3"}
+WIDEN_AT_LOAD_BYTES = 512 * 2**20   # smaller bf16 checkpoints are widened once, at load
+
+
+def expected_shapes(a: ModelArgs):
+    """Book name -> shape, from the config alone."""
+    shapes = {"tok_embeddings.weight": (a.vocab_size, a.dim), "norm.weight": (a.dim,)}
+    if not a.tie_embeddings:
+        shapes["output.weight"] = (a.vocab_size, a.dim)
+    for i in range(a.n_layers):
+        p = f"layers.{i}."
+        shapes.update({
+            p + "attention_norm.weight": (a.dim,), p + "ffn_norm.weight": (a.dim,),
+            p + "attention.wq.weight": (a.n_heads * a.head_dim, a.dim),
+            p + "attention.wk.weight": (a.n_kv_heads * a.head_dim, a.dim),
+            p + "attention.wv.weight": (a.n_kv_heads * a.head_dim, a.dim),
+            p + "attention.wo.weight": (a.dim, a.n_heads * a.head_dim),
+            p + "feed_forward.w1.weight": (a.hidden_dim, a.dim),
+            p + "feed_forward.w2.weight": (a.dim, a.hidden_dim),
+            p + "feed_forward.w3.weight": (a.hidden_dim, a.dim)})
+    return shapes
+
+
+def hf_name(name):
+    """Book name -> Hugging Face name."""
+    parts = name.split(".")
+    if parts[0] == "layers":
+        return HF_NAMES["layers.{i}." + ".".join(parts[2:])].format(i=parts[1])
+    return HF_NAMES[name]
+
+
+def checkpoint_files(model_dir):
+    """The safetensors files of a checkpoint, checking an index's shards all exist."""
+    model_dir = Path(model_dir)
+    index = model_dir / "model.safetensors.index.json"
+    if index.exists():
+        try:
+            weight_map = json.loads(index.read_text())["weight_map"]
+        except (json.JSONDecodeError, KeyError) as e:
+            raise ValueError(f"{index}: not a valid safetensors index ({e}); download it again") from None
+        shards = sorted(set(weight_map.values()))
+        missing = [s for s in shards if not (model_dir / s).exists()]
+        if missing:
+            raise FileNotFoundError(f"{index} lists shard(s) {', '.join(missing)} that are not in "
+                                    f"{model_dir}; download every model-*.safetensors file")
+        return [model_dir / s for s in shards]
+    files = sorted(model_dir.glob("model*.safetensors")) + sorted(model_dir.glob("consolidated*.safetensors"))
+    if not files:
+        raise FileNotFoundError(f"{model_dir} holds no weights (*.safetensors); download them, e.g. "
+                                "huggingface-cli download mistralai/Mistral-7B-v0.1 --include '*.safetensors' "
+                                f"'*.json' tokenizer.model --local-dir {model_dir}")
+    return files
+
+
+def read_tensors(model_dir):
+    """{name: memory-mapped array} over all shards of a checkpoint."""
+    tensors = {}
+    for path in checkpoint_files(model_dir):
+        tensors.update(load_file(path))
+    return tensors
+
+
+def load(path, widen="auto") -> Model:
+    """A Model from a checkpoint directory in either layout. Nothing is copied but small tensors.
+
+    widen: "auto" widens bf16 weights to float32 at load when the checkpoint is under 512 MiB
+    (fast for small models); True always; False keeps them memory-mapped and widens per use.
+    """
+    model_dir = Path(path)
+    args = read_config(model_dir)
+    tensors = read_tensors(model_dir)
+    hf = (model_dir / "config.json").exists()
+    total_bytes = sum(t.nbytes for t in tensors.values())
+    widen_all = widen is True or (widen == "auto" and total_bytes < WIDEN_AT_LOAD_BYTES)
+
+    def get(name, shape):
+        key = hf_name(name) if hf else name
+        if key not in tensors:
+            raise KeyError(f"{model_dir}: tensor {key!r} is missing from the checkpoint; "
+                           "is it complete, and does config.json/params.json belong to it?")
+        t = tensors[key]
+        if tuple(t.shape) != shape:
+            raise ValueError(f"{model_dir}: tensor {key!r} has shape {tuple(t.shape)} but the config "
+                             f"implies {shape}; the config does not match these weights")
+        if isinstance(t, BF16):
+            return t.to_f32() if (widen_all or len(shape) == 1) else t
+        if t.dtype != np.float32:
+            return np.asarray(t, dtype=np.float32)      # f16 / f64: widened once
+        return t
+
+    shapes = expected_shapes(args)
+    weights = {"tok_embeddings": get("tok_embeddings.weight", shapes["tok_embeddings.weight"]),
+               "norm": get("norm.weight", shapes["norm.weight"]), "layers": []}
+    weights["output"] = (weights["tok_embeddings"] if args.tie_embeddings
+                         else get("output.weight", shapes["output.weight"]))
+    for i in range(args.n_layers):
+        weights["layers"].append({k: get(f"layers.{i}.{v}.weight", shapes[f"layers.{i}.{v}.weight"])
+                                  for k, v in LAYER_KEYS.items()})
+    return Model(args, weights)
+
+
+def book_state_dict(model):
+    """{book name: float32 array} of a model whose weights are in memory."""
+    w = model.weights
+    sd = {"tok_embeddings.weight": w["tok_embeddings"], "norm.weight": w["norm"]}
+    if not model.args.tie_embeddings:
+        sd["output.weight"] = w["output"]
+    for i, blk in enumerate(w["layers"]):
+        for k, v in LAYER_KEYS.items():
+            sd[f"layers.{i}.{v}.weight"] = blk[k]
+    return {k: (v.to_f32() if isinstance(v, BF16) else np.asarray(v, np.float32)) for k, v in sd.items()}
+
+
+def save(model, out_dir, layout="hf", dtype="BF16"):
+    """Write a model as a Hugging Face (config.json + model.safetensors) or Mistral
+    (params.json + consolidated.safetensors) checkpoint, converting the q/k RoPE layout as needed."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    a = model.args
+    sd = book_state_dict(model)
+    target = "halves" if layout == "hf" else "pairs"
+    if a.rope_layout != target:
+        permute = permute_pairs_to_halves if target == "halves" else permute_halves_to_pairs
+        for i in range(a.n_layers):
+            for name, n in (("wq", a.n_heads), ("wk", a.n_kv_heads)):
+                key = f"layers.{i}.attention.{name}.weight"
+                sd[key] = permute(sd[key], n)
+    if layout == "hf":
+        (out_dir / "config.json").write_text(json.dumps(to_hf_config(a), indent=2) + "\n")
+        save_file(out_dir / "model.safetensors", {hf_name(k): v for k, v in sd.items()},
+                  metadata={"format": "pt"}, dtype=dtype)
+    else:
+        (out_dir / "params.json").write_text(json.dumps(to_params(a), indent=2) + "\n")
+        save_file(out_dir / "consolidated.safetensors", sd, dtype=dtype)
+    return out_dir
+
+
+def describe(model_dir):
+    """One line per tensor (name, dtype, shape) of a checkpoint, from the headers alone."""
+    rows = []
+    for path in checkpoint_files(model_dir):
+        header, _, _ = read_header(path)
+        rows += [(name, info["dtype"], tuple(info["shape"]), path.name) for name, info in header.items()]
+    return rows

@@ -1,0 +1,133 @@
+"""The model's hyper-parameters, and how to read them from either checkpoint layout.
+
+Hugging Face writes `config.json` (hidden_size, num_attention_heads, ...); Mistral writes
+`params.json` (dim, n_heads, ...). Both become one `ModelArgs` with the paper's names.
+"""
+from dataclasses import dataclass, asdict
+from pathlib import Path
+import json
+
+
+@dataclass(frozen=True)
+class ModelArgs:
+    dim: int                 # model width (4096 for Mistral 7B)
+    n_layers: int            # transformer blocks (32)
+    head_dim: int            # width of one attention head (128)
+    hidden_dim: int          # SwiGLU inner width (14336)
+    n_heads: int             # query heads (32)
+    n_kv_heads: int          # key/value heads (8): grouped-query attention when < n_heads
+    vocab_size: int          # 32000
+    W: int                   # sliding window: a query sees W keys, itself included
+    max_seq_len: int         # the context the model was trained for
+    norm_eps: float = 1e-5
+    rope_theta: float = 10000.0
+    tie_embeddings: bool = False
+    rope_layout: str = "pairs"   # "pairs" (Mistral's checkpoints) or "halves" (Hugging Face's)
+
+    def __post_init__(self):
+        for name in ("dim", "n_layers", "head_dim", "hidden_dim", "n_heads", "n_kv_heads",
+                     "vocab_size", "W", "max_seq_len"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value <= 0:
+                raise ValueError(f"config: {name} must be a positive integer, got {value!r}")
+        if self.n_heads % self.n_kv_heads:
+            raise ValueError(f"config: n_heads ({self.n_heads}) must be a multiple of "
+                             f"n_kv_heads ({self.n_kv_heads}) for grouped-query attention")
+        if self.head_dim % 2:
+            raise ValueError(f"config: head_dim must be even for rotary embeddings, got {self.head_dim}")
+        if self.rope_layout not in ("pairs", "halves"):
+            raise ValueError(f"config: rope_layout must be 'pairs' or 'halves', got {self.rope_layout!r}")
+
+    def replace(self, **changes):
+        return ModelArgs(**{**asdict(self), **changes})
+
+
+# Mistral-7B-v0.1 as published (params.json / config.json), with the book's names.
+# The context the paper trained with is 8192; the Hugging Face config advertises 32768.
+MISTRAL_7B = ModelArgs(dim=4096, n_layers=32, head_dim=128, hidden_dim=14336, n_heads=32,
+                       n_kv_heads=8, vocab_size=32000, W=4096, max_seq_len=8192,
+                       norm_eps=1e-5, rope_theta=10000.0, tie_embeddings=False)
+
+
+def _require(cfg, key, path):
+    if key not in cfg:
+        raise ValueError(f"{path}: missing required key {key!r}; is this a Mistral config?")
+    return cfg[key]
+
+
+def from_hf_config(cfg: dict, path="config.json") -> ModelArgs:
+    """config.json of a Hugging Face MistralForCausalLM (transformers 4.x or 5.x)."""
+    dim = _require(cfg, "hidden_size", path)
+    n_heads = _require(cfg, "num_attention_heads", path)
+    theta = cfg.get("rope_theta")
+    if theta is None:  # transformers 5.x nests it
+        theta = (cfg.get("rope_parameters") or {}).get("rope_theta", 10000.0)
+    max_seq_len = cfg.get("max_position_embeddings", 32768)
+    window = cfg.get("sliding_window")
+    return ModelArgs(
+        dim=dim, n_layers=_require(cfg, "num_hidden_layers", path),
+        head_dim=cfg.get("head_dim") or dim // n_heads,
+        hidden_dim=_require(cfg, "intermediate_size", path), n_heads=n_heads,
+        n_kv_heads=cfg.get("num_key_value_heads") or n_heads,
+        vocab_size=_require(cfg, "vocab_size", path),
+        W=window if window is not None else max_seq_len,   # null means full attention
+        max_seq_len=max_seq_len, norm_eps=float(cfg.get("rms_norm_eps", 1e-5)),
+        rope_theta=float(theta), tie_embeddings=bool(cfg.get("tie_word_embeddings", False)),
+        rope_layout="halves")
+
+
+def from_params(cfg: dict, path="params.json") -> ModelArgs:
+    """params.json of Mistral's own checkpoints (consolidated.safetensors)."""
+    dim = _require(cfg, "dim", path)
+    n_heads = _require(cfg, "n_heads", path)
+    max_seq_len = cfg.get("max_seq_len", cfg.get("max_position_embeddings", 32768))
+    window = cfg.get("sliding_window")
+    return ModelArgs(
+        dim=dim, n_layers=_require(cfg, "n_layers", path),
+        head_dim=cfg.get("head_dim") or dim // n_heads,
+        hidden_dim=_require(cfg, "hidden_dim", path), n_heads=n_heads,
+        n_kv_heads=cfg.get("n_kv_heads") or n_heads,
+        vocab_size=_require(cfg, "vocab_size", path),
+        W=window if window is not None else max_seq_len, max_seq_len=max_seq_len,
+        norm_eps=float(cfg.get("norm_eps", 1e-5)), rope_theta=float(cfg.get("rope_theta", 10000.0)),
+        tie_embeddings=bool(cfg.get("tie_embeddings", False)), rope_layout="pairs")
+
+
+def to_hf_config(args: ModelArgs) -> dict:
+    """The config.json transformers writes for MistralForCausalLM (4.x style keys)."""
+    return {
+        "architectures": ["MistralForCausalLM"], "model_type": "mistral",
+        "hidden_size": args.dim, "num_hidden_layers": args.n_layers, "head_dim": args.head_dim,
+        "intermediate_size": args.hidden_dim, "num_attention_heads": args.n_heads,
+        "num_key_value_heads": args.n_kv_heads, "vocab_size": args.vocab_size,
+        "sliding_window": args.W, "max_position_embeddings": args.max_seq_len,
+        "rms_norm_eps": args.norm_eps, "rope_theta": args.rope_theta,
+        "tie_word_embeddings": args.tie_embeddings, "hidden_act": "silu",
+        "bos_token_id": 1, "eos_token_id": 2, "torch_dtype": "bfloat16",
+    }
+
+
+def to_params(args: ModelArgs) -> dict:
+    """The params.json of Mistral's own layout."""
+    return {"dim": args.dim, "n_layers": args.n_layers, "head_dim": args.head_dim,
+            "hidden_dim": args.hidden_dim, "n_heads": args.n_heads, "n_kv_heads": args.n_kv_heads,
+            "norm_eps": args.norm_eps, "vocab_size": args.vocab_size, "sliding_window": args.W,
+            "rope_theta": args.rope_theta, "max_seq_len": args.max_seq_len}
+
+
+def read_config(model_dir) -> ModelArgs:
+    """ModelArgs from config.json (Hugging Face) or params.json (Mistral) in model_dir."""
+    model_dir = Path(model_dir)
+    if not model_dir.is_dir():
+        raise FileNotFoundError(f"model directory {model_dir} does not exist; pass the folder "
+                                "that holds config.json (Hugging Face) or params.json (Mistral)")
+    for name, parse in (("config.json", from_hf_config), ("params.json", from_params)):
+        path = model_dir / name
+        if path.exists():
+            try:
+                cfg = json.loads(path.read_text())
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}: not valid JSON ({e}); re-download the file") from None
+            return parse(cfg, path)
+    raise FileNotFoundError(f"{model_dir} has neither config.json (Hugging Face layout) nor "
+                            "params.json (Mistral layout); download the model's config with its weights")

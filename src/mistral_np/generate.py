@@ -1,0 +1,86 @@
+"""Sampling and the generation loop: chunked pre-fill of the prompt, then one token at a time.
+
+The rolling cache keeps memory flat, so generation may run past W and past the context length.
+"""
+import numpy as np
+
+from .tokenizer import StreamDecoder
+
+
+def check_sampling(temperature=0.0, top_k=0, top_p=1.0, max_new_tokens=1):
+    if not np.isfinite(temperature) or temperature < 0:
+        raise ValueError(f"temperature must be >= 0 (0 means greedy), got {temperature}")
+    if not isinstance(top_k, (int, np.integer)) or top_k < 0:
+        raise ValueError(f"top_k must be an integer >= 0 (0 means no top-k filter), got {top_k!r}")
+    if not (0 < top_p <= 1):
+        raise ValueError(f"top_p must be in (0, 1] (1 means no nucleus filter), got {top_p}")
+    if not isinstance(max_new_tokens, (int, np.integer)) or max_new_tokens < 0:
+        raise ValueError(f"max_new_tokens must be an integer >= 0, got {max_new_tokens!r}")
+
+
+def sample(logits, temperature=0.0, top_k=0, top_p=1.0, rng=None):
+    """One token id from logits (vocab,): greedy at temperature 0, else top-k, then top-p."""
+    if temperature == 0:
+        return int(np.argmax(logits))
+    z = logits.astype(np.float64) / temperature
+    if top_k:
+        kth = np.sort(z)[-min(top_k, z.size)]
+        z = np.where(z < kth, -np.inf, z)
+    p = np.exp(z - z.max())
+    p /= p.sum()
+    if top_p < 1:
+        order = np.argsort(-p, kind="stable")
+        cum = np.cumsum(p[order])
+        keep = order[: int(np.searchsorted(cum, top_p)) + 1]   # smallest set with mass >= top_p
+        q = np.zeros_like(p)
+        q[keep] = p[keep]
+        p = q / q.sum()
+    rng = rng if rng is not None else np.random.default_rng()
+    return int(rng.choice(p.size, p=p))
+
+
+def generate_ids(model, prompt_ids, max_new_tokens=64, temperature=0.0, top_k=0, top_p=1.0,
+                 seed=None, chunk_size=None, stop_at_eos=True, eos_id=2, cache=None):
+    """An iterator of new token ids, after pre-filling `prompt_ids` in chunks (default W).
+
+    Arguments are checked here, when it is called, not at the first token.
+    """
+    check_sampling(temperature, top_k, top_p, max_new_tokens)
+    prompt_ids = np.asarray(prompt_ids, dtype=np.int64)
+    if prompt_ids.ndim != 1 or prompt_ids.size == 0:
+        raise ValueError("generate: the prompt must hold at least one token (BOS alone is fine)")
+    if prompt_ids.size > model.args.max_seq_len:
+        raise ValueError(f"generate: the prompt has {prompt_ids.size} tokens but the model's context is "
+                         f"{model.args.max_seq_len}; shorten the prompt (generation itself may run longer)")
+    cache = cache if cache is not None else model.new_cache()
+    return _token_stream(model, prompt_ids, max_new_tokens, temperature, top_k, top_p,
+                         np.random.default_rng(seed), chunk_size, stop_at_eos, eos_id, cache)
+
+
+def _token_stream(model, prompt_ids, max_new_tokens, temperature, top_k, top_p, rng, chunk_size,
+                  stop_at_eos, eos_id, cache):
+    logits = model.prefill(prompt_ids, cache, chunk_size)[-1]
+    for _ in range(max_new_tokens):
+        token = sample(logits, temperature, top_k, top_p, rng)
+        yield token
+        if stop_at_eos and token == eos_id:
+            return
+        logits = model.forward(np.array([token]), cache)[-1]
+
+
+def generate(model, tokenizer, prompt, max_new_tokens=64, temperature=0.0, top_k=0, top_p=1.0,
+             seed=None, chunk_size=None, stop_at_eos=True):
+    """An iterator of text pieces, decoded as the tokens come (print them as they arrive)."""
+    prompt_ids = tokenizer.encode(prompt, bos=True)
+    tokens = generate_ids(model, prompt_ids, max_new_tokens, temperature, top_k, top_p, seed,
+                          chunk_size, stop_at_eos, tokenizer.eos_id)
+    return _text_stream(tokens, StreamDecoder(tokenizer, prompt_ids), tokenizer.eos_id)
+
+
+def _text_stream(tokens, stream, eos_id):
+    for token in tokens:
+        if token == eos_id:
+            return
+        piece = stream.push(token)
+        if piece:
+            yield piece

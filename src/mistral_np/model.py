@@ -1,0 +1,92 @@
+"""The Mistral decoder: embeddings, n_layers pre-norm blocks, final norm, output projection.
+
+Weights form a nested dict whose keys are the functions' argument names (as in picoGPT):
+{"tok_embeddings", "layers": [{"attention_norm", "wq", "wk", "wv", "wo",
+                               "ffn_norm", "w1", "w2", "w3"}, ...], "norm", "output"}.
+"""
+import numpy as np
+
+from .attention import attention, window_mask
+from .cache import RollingCache
+from .config import ModelArgs
+from .layers import apply_rope, feed_forward, linear, rms_norm
+
+
+def attention_layer(x, wq, wk, wv, wo, args, positions, cache=None, layer=0):
+    """x (T, dim) at absolute `positions` -> (T, dim). With a cache, the chunk also sees the past."""
+    T = x.shape[0]
+    q = linear(x, wq).reshape(T, args.n_heads, args.head_dim)       # (T, n_heads, hd)
+    k = linear(x, wk).reshape(T, args.n_kv_heads, args.head_dim)    # (T, n_kv_heads, hd)
+    v = linear(x, wv).reshape(T, args.n_kv_heads, args.head_dim)
+    q = apply_rope(q, positions, args.rope_theta, args.rope_layout)
+    k = apply_rope(k, positions, args.rope_theta, args.rope_layout)
+    if cache is None:
+        out = attention(q, k, v, window_mask(positions, positions, args.W))
+    else:
+        out = cache.attend(layer, q, k, v, positions)
+    return linear(out, wo)                                          # (T, n_heads*hd) -> (T, dim)
+
+
+def transformer_block(x, attention_norm, wq, wk, wv, wo, ffn_norm, w1, w2, w3, *,
+                      args, positions, cache=None, layer=0):
+    """Pre-norm residual block: x + attention(norm(x)), then h + feed_forward(norm(h))."""
+    h = x + attention_layer(rms_norm(x, attention_norm, args.norm_eps), wq, wk, wv, wo,
+                            args, positions, cache, layer)
+    return h + feed_forward(rms_norm(h, ffn_norm, args.norm_eps), w1, w2, w3)
+
+
+class Model:
+    """A Mistral model: its ModelArgs and its weights. forward() is the whole computation."""
+
+    def __init__(self, args: ModelArgs, weights: dict):
+        self.args = args
+        self.weights = weights
+
+    def __repr__(self):
+        a = self.args
+        return (f"Model(dim={a.dim}, n_layers={a.n_layers}, n_heads={a.n_heads}, "
+                f"n_kv_heads={a.n_kv_heads}, W={a.W}, vocab={a.vocab_size}, params={self.n_params():,})")
+
+    def n_params(self):
+        w = self.weights
+        arrays = [w["tok_embeddings"], w["norm"]] + [t for blk in w["layers"] for t in blk.values()]
+        if not self.args.tie_embeddings:
+            arrays.append(w["output"])
+        return int(sum(a.size for a in arrays))
+
+    def new_cache(self):
+        a = self.args
+        return RollingCache(a.n_layers, a.W, a.n_kv_heads, a.head_dim)
+
+    def forward(self, tokens, cache=None):
+        """Logits (T, vocab_size) float32 for `tokens` (T,) that continue `cache`'s sequence.
+
+        Without a cache the tokens are a whole sequence starting at position 0. With one, they
+        come after the cache.n_seen tokens fed before, and are stored in it.
+        """
+        a, w = self.args, self.weights
+        tokens = np.asarray(tokens)
+        if tokens.ndim != 1 or tokens.size == 0 or tokens.dtype.kind not in "iu":
+            raise ValueError(f"forward: tokens must be a non-empty 1-D array of integer ids, "
+                             f"got shape {tokens.shape} dtype {tokens.dtype}")
+        if tokens.min() < 0 or tokens.max() >= a.vocab_size:
+            raise ValueError(f"forward: token ids must be in [0, {a.vocab_size}), got "
+                             f"{tokens.min()}..{tokens.max()}; was the text encoded with this model's tokenizer?")
+        start = cache.n_seen if cache is not None else 0
+        positions = np.arange(start, start + len(tokens))                # (T,)
+        x = w["tok_embeddings"][tokens].astype(np.float32)               # (T, dim)
+        for i, block in enumerate(w["layers"]):
+            x = transformer_block(x, **block, args=a, positions=positions, cache=cache, layer=i)
+        if cache is not None:
+            cache.advance(positions)
+        x = rms_norm(x, w["norm"], a.norm_eps)
+        return linear(x, w["output"]).astype(np.float32, copy=False)    # (T, vocab_size)
+
+    def prefill(self, tokens, cache, chunk_size=None):
+        """Feed a prompt in chunks of chunk_size (default W); returns the last chunk's logits."""
+        chunk_size = chunk_size or self.args.W
+        if chunk_size < 1:
+            raise ValueError(f"prefill: chunk_size must be >= 1, got {chunk_size}")
+        for s in range(0, len(tokens), chunk_size):
+            logits = self.forward(tokens[s:s + chunk_size], cache)
+        return logits

@@ -1,0 +1,107 @@
+"""Reading and writing safetensors files with NumPy alone.
+
+The format: 8 bytes (little-endian uint64) giving the header length N, N bytes of JSON
+{name: {"dtype", "shape", "data_offsets": [begin, end]}, "__metadata__": {...}}, then the raw
+little-endian data, offsets counted from the end of the header. Tensors are returned as
+`np.memmap` views: nothing is read until it is used, and a 14.5 GB file costs no private memory.
+
+NumPy has no bfloat16. A bf16 number is the top half of a float32, so bf16 tensors come back as
+`uint16` arrays wrapped in `BF16` (see bf16.py) and are widened to float32 when used.
+"""
+from pathlib import Path
+import json
+import struct
+
+import numpy as np
+
+from .bf16 import BF16, f32_to_bf16_bits
+
+DTYPES = {"F32": np.float32, "F16": np.float16, "BF16": np.uint16, "F64": np.float64,
+          "I64": np.int64, "I32": np.int32, "I16": np.int16, "I8": np.int8, "U8": np.uint8,
+          "BOOL": np.bool_}
+_MAX_HEADER = 100 * 1024 * 1024
+
+
+def read_header(path):
+    """(header dict without __metadata__, metadata dict, data start offset) of one file."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: file not found; download it again or check the folder")
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            raise ValueError(f"{path}: only {size} bytes, too short for a safetensors file "
+                             "(truncated download?); download it again")
+        (n,) = struct.unpack("<Q", head)
+        if n > _MAX_HEADER or 8 + n > size:
+            raise ValueError(f"{path}: header length {n} does not fit the file's {size} bytes; "
+                             "the file is truncated or not safetensors; download it again")
+        try:
+            header = json.loads(f.read(n))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ValueError(f"{path}: the JSON header is corrupt ({e}); download the file again") from None
+    if not isinstance(header, dict):
+        raise ValueError(f"{path}: the JSON header is not an object; download the file again")
+    metadata = header.pop("__metadata__", {}) or {}
+    data_start = 8 + n
+    for name, info in header.items():
+        try:
+            dtype, shape, (begin, end) = info["dtype"], info["shape"], info["data_offsets"]
+        except (KeyError, TypeError, ValueError):
+            raise ValueError(f"{path}: header entry for {name!r} lacks dtype/shape/data_offsets; "
+                             "the file is corrupt; download it again") from None
+        if dtype not in DTYPES:
+            raise ValueError(f"{path}: tensor {name!r} has dtype {dtype!r}, which this reader does not "
+                             f"support (supported: {', '.join(DTYPES)}); convert the checkpoint to BF16/F16/F32")
+        expected = int(np.prod(shape, dtype=np.int64)) * np.dtype(DTYPES[dtype]).itemsize
+        if end - begin != expected or begin < 0:
+            raise ValueError(f"{path}: tensor {name!r} has offsets [{begin}, {end}) for shape {shape} "
+                             f"{dtype} ({expected} bytes); the header is corrupt")
+        if data_start + end > size:
+            raise ValueError(f"{path}: tensor {name!r} ends at byte {data_start + end} but the file has "
+                             f"only {size} bytes: the file is truncated; download it again")
+    return header, metadata, data_start
+
+
+def load_file(path):
+    """{name: array} with every tensor a read-only memory-mapped view (bf16 wrapped as BF16)."""
+    header, _, data_start = read_header(path)
+    tensors = {}
+    for name, info in header.items():
+        dtype = DTYPES[info["dtype"]]
+        begin, end = info["data_offsets"]
+        shape = tuple(info["shape"])
+        if end == begin:
+            arr = np.zeros(shape, dtype)
+        else:
+            arr = np.memmap(path, dtype=np.dtype(dtype).newbyteorder("<"), mode="r",
+                            offset=data_start + begin, shape=shape)
+        tensors[name] = BF16(arr) if info["dtype"] == "BF16" else arr
+    return tensors
+
+
+def save_file(path, tensors, metadata=None, dtype="F32"):
+    """Write {name: float array} as safetensors; dtype "F32" or "BF16" (rounded to nearest even)."""
+    header, blobs, offset = {}, [], 0
+    for name, arr in tensors.items():
+        arr = np.asarray(arr)
+        if dtype == "BF16" and arr.dtype.kind == "f":
+            raw, kind = f32_to_bf16_bits(arr), "BF16"
+        else:
+            inverse = {np.dtype(v): k for k, v in DTYPES.items() if k != "BF16"}
+            arr = arr.astype(np.float32) if arr.dtype.kind == "f" and dtype == "F32" else arr
+            raw, kind = arr, inverse[arr.dtype]
+        data = np.ascontiguousarray(raw).astype(raw.dtype.newbyteorder("<"), copy=False).tobytes()
+        header[name] = {"dtype": kind, "shape": list(arr.shape), "data_offsets": [offset, offset + len(data)]}
+        blobs.append(data)
+        offset += len(data)
+    if metadata:
+        header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)   # align the data to 8 bytes, as the reference writer does
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(text)))
+        f.write(text)
+        for data in blobs:
+            f.write(data)
