@@ -1,0 +1,27 @@
+"""Execute chapter notebooks in place (fresh kernel, working directory book/), storing outputs.
+
+    python tools/run_notebook.py book/05_sliding_window.ipynb [more.ipynb ...]
+
+Run it after editing a chapter, then commit the notebook with its outputs: nbval compares them.
+"""
+from pathlib import Path
+import sys
+import time
+
+import nbformat
+from nbclient import NotebookClient
+
+
+def run(path, timeout=900):
+    path = Path(path)
+    nb = nbformat.read(path, as_version=4)
+    t0 = time.perf_counter()
+    NotebookClient(nb, timeout=timeout, kernel_name="python3",
+                   resources={"metadata": {"path": str(path.parent)}}).execute()
+    nbformat.write(nb, path)
+    print(f"{path}: executed in {time.perf_counter() - t0:.1f} s")
+
+
+if __name__ == "__main__":
+    for p in sys.argv[1:]:
+        run(p)
