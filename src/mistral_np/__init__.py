@@ -16,7 +16,7 @@ from pathlib import Path
 from .checkpoint import load, save
 from .config import MISTRAL_7B, ModelArgs, read_config
 from .generate import generate, generate_ids, sample
-from .model import Model
+from .model import Model, random_model
 from .tokenizer import Tokenizer
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -28,5 +28,5 @@ def load_tokenizer(model_dir=DEFAULT_MODEL):
     return Tokenizer(Path(model_dir) / "tokenizer.model")
 
 
-__all__ = ["load", "save", "generate", "generate_ids", "sample", "Model", "ModelArgs", "MISTRAL_7B",
+__all__ = ["load", "save", "generate", "generate_ids", "sample", "Model", "random_model", "ModelArgs", "MISTRAL_7B",
            "read_config", "Tokenizer", "load_tokenizer", "DEFAULT_MODEL"]

@@ -1,5 +1,7 @@
 """Command line: python -m mistral_np generate "To be, or not to be" [--model DIR] ..."""
 import argparse
+import importlib
+import importlib.util
 import sys
 import time
 
@@ -32,6 +34,10 @@ def main(argv=None):
     g.add_argument("--top-p", type=float, default=1.0)
     g.add_argument("--seed", type=int, default=None)
     g.set_defaults(run=cmd_generate)
+    # Other commands live beside the code they run: each such module has add_cli(subparsers).
+    for name in ("train", "bench", "quantize"):
+        if importlib.util.find_spec(f"mistral_np.{name}"):
+            importlib.import_module(f"mistral_np.{name}").add_cli(sub)
     a = p.parse_args(argv)
     try:
         a.run(a)

@@ -90,3 +90,15 @@ class Model:
         for s in range(0, len(tokens), chunk_size):
             logits = self.forward(tokens[s:s + chunk_size], cache)
         return logits
+
+
+def random_model(args: ModelArgs, seed=0, std=0.2) -> Model:
+    """A model with random weights (normal(0, std); norms near 1), for tests and toy experiments."""
+    from .checkpoint import LAYER_KEYS, expected_shapes   # checkpoint imports this module
+    rng = np.random.default_rng(seed)
+    sd = {name: (1 + 0.1 * rng.standard_normal(shape) if len(shape) == 1
+                 else std * rng.standard_normal(shape)).astype(np.float32)
+          for name, shape in expected_shapes(args).items()}
+    layers = [{k: sd[f"layers.{i}.{v}.weight"] for k, v in LAYER_KEYS.items()} for i in range(args.n_layers)]
+    return Model(args, {"tok_embeddings": sd["tok_embeddings.weight"], "norm": sd["norm.weight"],
+                        "output": sd.get("output.weight", sd["tok_embeddings.weight"]), "layers": layers})
