@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Runs every test: the library's tests (equivalences, reference parity, bad input, training),
+# every chapter through nbval against its stored outputs, then the book build and its browser check.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash tools/setup.sh
+export MPLBACKEND=Agg
+echo "== library tests"
+.venv/bin/python -m pytest -p no:cacheprovider -q tests --ignore=tests/browser
+echo "== chapters (nbval)"
+.venv/bin/python -m pytest -p no:cacheprovider -q --nbval book/ --nbval-sanitize-with nbval_sanitize.cfg
+if [ -f tests/browser/test_book.py ]; then
+  echo "== book build + browser check"
+  .venv/bin/jupyter-book build --all -W --keep-going . >/dev/null
+  .venv/bin/python -m pytest -p no:cacheprovider -q tests/browser
+fi
