@@ -11,6 +11,10 @@ echo "== chapters (nbval)"
 .venv/bin/python -m pytest -p no:cacheprovider -q --nbval book/ --nbval-sanitize-with nbval_sanitize.cfg
 if [ -f tests/browser/test_book.py ]; then
   echo "== book build + browser check"
+  if ! command -v chromium >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "== installing Debian's chromium for the browser check (about 30 s)"
+    (apt-get update -qq && apt-get install -y -qq chromium) >/dev/null
+  fi
   .venv/bin/jupyter-book build --all -W --keep-going . >/dev/null
   .venv/bin/python -m pytest -p no:cacheprovider -q tests/browser
 fi

@@ -1,0 +1,29 @@
+"""Redraw every figure of the book into figures/ from project code.
+
+    python tools/make_figures.py            # all chapters
+    python tools/make_figures.py rolling_cache sliding_window
+
+Each module of src/mistral_np/figures/ has make(out_dir) -> list of written paths; the chapters
+call the same functions, so a figure here and in the rendered book come from one piece of code.
+"""
+import importlib
+import pkgutil
+import sys
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+from mistral_np import figures  # noqa: E402
+
+
+def main(names):
+    names = names or sorted(m.name for m in pkgutil.iter_modules(figures.__path__))
+    for name in names:
+        module = importlib.import_module(f"mistral_np.figures.{name}")
+        for path in module.make(figures.FIGURES_DIR):
+            print(f"{name}: {path}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
