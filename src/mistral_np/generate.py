@@ -74,13 +74,15 @@ def generate(model, tokenizer, prompt, max_new_tokens=64, temperature=0.0, top_k
     prompt_ids = tokenizer.encode(prompt, bos=True)
     tokens = generate_ids(model, prompt_ids, max_new_tokens, temperature, top_k, top_p, seed,
                           chunk_size, stop_at_eos, tokenizer.eos_id)
-    return _text_stream(tokens, StreamDecoder(tokenizer, prompt_ids), tokenizer.eos_id)
+    return _text_stream(tokens, StreamDecoder(tokenizer, prompt_ids), tokenizer.eos_id, stop_at_eos)
 
 
-def _text_stream(tokens, stream, eos_id):
+def _text_stream(tokens, stream, eos_id, stop_at_eos=True):
     for token in tokens:
         if token == eos_id:
-            return
+            if stop_at_eos:
+                return
+            continue          # EOS has no text; skipping it keeps the previous token as context
         piece = stream.push(token)
         if piece:
             yield piece
