@@ -26,7 +26,8 @@ def bf16_bits_to_f32(bits, out=None):
 
 def f32_to_bf16_bits(x):
     """float32 -> uint16 bf16 bits, rounded to nearest even (what torch's .to(bfloat16) does)."""
-    u = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32)
+    x = np.asarray(x, dtype=np.float32)
+    u = np.ascontiguousarray(x).reshape(x.shape).view(np.uint32)   # ascontiguousarray makes 0-d 1-d
     rounded = ((u + 0x7FFF + ((u >> 16) & 1)) >> 16).astype(np.uint16)
     return np.where(np.isnan(x), np.uint16(0x7FC0), rounded)
 
