@@ -141,8 +141,8 @@ def test_generate_with_a_caller_cache(small_model):
     out = list(generate_ids(small_model, [4, 5], 5, cache=cache, stop_at_eos=False))
     expected = list(generate_ids(small_model, [1, 2, 3, 4, 5], 5, stop_at_eos=False))
     assert out == expected
-    # Every yielded token has been fed back, the last one included: the cache holds the whole text.
-    assert cache.n_seen == 3 + 2 + 5
+    # Every yielded token but the last has been fed back (its logits would never be used).
+    assert cache.n_seen == 3 + 2 + 5 - 1
 
 
 # --- generate() with text -------------------------------------------------------------------------

@@ -60,11 +60,11 @@ def generate_ids(model, prompt_ids, max_new_tokens=64, temperature=0.0, top_k=0,
 def _token_stream(model, prompt_ids, max_new_tokens, temperature, top_k, top_p, rng, chunk_size,
                   stop_at_eos, eos_id, cache):
     logits = model.prefill(prompt_ids, cache, chunk_size)[-1]
-    for _ in range(max_new_tokens):
+    for i in range(max_new_tokens):
         token = sample(logits, temperature, top_k, top_p, rng)
         yield token
-        if stop_at_eos and token == eos_id:
-            return
+        if (stop_at_eos and token == eos_id) or i == max_new_tokens - 1:
+            return   # the last token is not fed back: nobody needs its logits (a 7B step saved)
         logits = model.forward(np.array([token]), cache)[-1]
 
 
