@@ -22,6 +22,7 @@ def training_curve(log, evaluation=None, ax=None, smooth=20):
     val_ratio = meta["val_tokens"] / meta["val_chars"]
     tokens = np.array([r["tokens"] for r in records]) / 1e6
     loss = np.array([r["loss"] for r in records])
+    smooth = max(1, min(smooth, len(loss)))
     kernel = np.ones(smooth) / smooth
     smoothed = np.convolve(loss, kernel, mode="valid")
     if ax is None:
