@@ -18,7 +18,8 @@ def rms_norm(x, weight, eps):
 
 
 def silu(x):
-    return x / (1.0 + np.exp(-x))
+    """x * sigmoid(x), with sigmoid(x) written as (1 + tanh(x/2)) / 2 so large |x| cannot overflow."""
+    return x * (0.5 + 0.5 * np.tanh(0.5 * x))
 
 
 def feed_forward(x, w1, w2, w3):
@@ -41,6 +42,8 @@ def apply_rope(x, positions, theta, layout="pairs"):
     and wk so that the pairs are (x_i, x_{i + head_dim/2}), the two halves. Same maths, same
     result, different order of the numbers.
     """
+    if layout not in ("pairs", "halves"):
+        raise ValueError(f"apply_rope: layout must be 'pairs' (Mistral) or 'halves' (Hugging Face), got {layout!r}")
     cos, sin = rope_angles(positions, x.shape[-1], theta)
     cos, sin = cos[:, None, :], sin[:, None, :]                     # (T, 1, head_dim/2)
     if layout == "pairs":
