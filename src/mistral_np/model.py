@@ -84,9 +84,11 @@ class Model:
 
     def prefill(self, tokens, cache, chunk_size=None):
         """Feed a prompt in chunks of chunk_size (default W); returns the last chunk's logits."""
-        chunk_size = chunk_size or self.args.W
-        if chunk_size < 1:
-            raise ValueError(f"prefill: chunk_size must be >= 1, got {chunk_size}")
+        chunk_size = self.args.W if chunk_size is None else chunk_size
+        if not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1:
+            raise ValueError(f"prefill: chunk_size must be an integer >= 1 (or None for W), got {chunk_size!r}")
+        if len(tokens) == 0:
+            raise ValueError("prefill: the prompt is empty; pass at least one token id (e.g. BOS)")
         for s in range(0, len(tokens), chunk_size):
             logits = self.forward(tokens[s:s + chunk_size], cache)
         return logits
