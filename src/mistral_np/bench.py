@@ -1,0 +1,177 @@
+"""How fast, and in how much memory, a checkpoint runs here: python -m mistral_np bench --model DIR
+
+Decoding one token reads every weight matrix once (plus the keys and values in the cache), so its
+time has a floor: bytes read per token / the machine's memory bandwidth. Both are measured in the
+same run, so the ratio decode / floor says how close to the hardware the NumPy code gets.
+
+Memory is read from /proc/self/smaps_rollup. The memory-mapped weights show up in RSS, but as file
+cache the kernel can drop and re-read; what the process really owns is its anonymous memory.
+"""
+import json
+import statistics
+import sys
+import time
+
+import numpy as np
+
+from .bf16 import BF16
+
+
+def memory():
+    """{Rss, Anonymous, Private_Dirty, ...} of this process in bytes (Linux; {} elsewhere)."""
+    try:
+        with open("/proc/self/smaps_rollup") as f:
+            rows = [line.split() for line in f]
+    except OSError:
+        return {}
+    return {r[0].rstrip(":"): int(r[1]) * 1024 for r in rows if len(r) == 3 and r[2] == "kB"}
+
+
+def read_bandwidth(nbytes=2**28, repeats=7):
+    """(best, median) bytes/s of a float32 matrix-vector product over `nbytes` of matrix.
+
+    The matrix is far larger than the CPU caches, and each number is read once: the same access
+    pattern as decoding, with nothing to widen. BLAS uses all its threads.
+    """
+    a = np.ones((nbytes // 4 // 4096, 4096), np.float32)           # touched, so pages exist
+    x = np.ones(4096, np.float32)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        a @ x
+        times.append(time.perf_counter() - t0)
+    return a.nbytes / min(times), a.nbytes / statistics.median(times)
+
+
+def weight_bytes_per_token(model):
+    """Bytes of weights one decoded token reads: every matrix, but one row of the embeddings."""
+    w = model.weights
+    arrays = [w["norm"], w["output"]] + [t for blk in w["layers"] for t in blk.values()]
+    emb = w["tok_embeddings"]
+    return sum(a.nbytes for a in arrays) + emb.nbytes // emb.shape[0]
+
+
+def cache_bytes_per_token(cache, n_seen):
+    """Bytes of keys and values decode attends over once n_seen tokens went by."""
+    filled = min(n_seen, cache.W)
+    return (cache.k.nbytes + cache.v.nbytes) * filled // cache.W
+
+
+def fill_cache(cache, n_seen, seed=0):
+    """Put the cache in the state it has after n_seen tokens (random keys and values).
+
+    Pre-filling 4096 real tokens through Mistral 7B takes minutes here; for memory and decode
+    speed only which slots are written matters, not what is in them. Every slot a real pre-fill
+    would write is written (so its pages exist), with the positions it would hold.
+    """
+    rng = np.random.default_rng(seed)
+    positions = np.arange(max(0, n_seen - cache.W), n_seen)
+    slots = positions % cache.W
+    for layer in range(cache.k.shape[0]):
+        shape = (len(slots),) + cache.k.shape[2:]
+        cache.k[layer, slots] = rng.standard_normal(shape, dtype=np.float32)
+        cache.v[layer, slots] = rng.standard_normal(shape, dtype=np.float32)
+    cache.pos[slots] = positions
+    cache.n_seen = n_seen
+
+
+def decode_times(model, cache, n, token=1):
+    """Seconds per token for n greedy decode steps continuing `cache`."""
+    times = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        logits = model.forward(np.array([token]), cache)[-1]
+        times.append(time.perf_counter() - t0)
+        token = int(np.argmax(logits))
+    return times
+
+
+def run(model_dir, prompt_tokens=128, decode_tokens=8, contexts=(), seed=0, log=print):
+    """Measure and return a dict of results; `log` receives a line per result as it comes."""
+    from .checkpoint import load       # imported here: checkpoint imports bf16, which bench needs
+    r = {"model": str(model_dir)}
+    t0 = time.perf_counter()
+    model = load(model_dir)
+    r["load_s"] = time.perf_counter() - t0
+    a = model.args
+    r["params"] = model.n_params()
+    r["weights_bf16"] = isinstance(model.weights["output"], BF16)
+    r["weight_bytes_per_token"] = weight_bytes_per_token(model)
+    log(f"loaded {model_dir} in {r['load_s']:.2f} s: {r['params']:,} parameters, "
+        f"{'bf16 memory-mapped' if r['weights_bf16'] else 'float32'}; "
+        f"{r['weight_bytes_per_token'] / 1e9:.2f} GB of weights read per token")
+    bw_best, bw_median = read_bandwidth()
+    r["bandwidth_best_GBps"], r["bandwidth_median_GBps"] = bw_best / 1e9, bw_median / 1e9
+    log(f"read bandwidth (float32 matrix-vector, 256 MiB): best {bw_best / 1e9:.1f}, "
+        f"median {bw_median / 1e9:.1f} GB/s")
+
+    rng = np.random.default_rng(seed)
+    prompt = np.concatenate([[1], rng.integers(3, a.vocab_size, prompt_tokens - 1)])   # BOS + ids
+    cache = model.new_cache()
+    t0 = time.perf_counter()
+    logits = model.prefill(prompt, cache)
+    r["prefill_s"] = time.perf_counter() - t0
+    r["prefill_tokens_per_s"] = prompt_tokens / r["prefill_s"]
+    log(f"pre-fill {prompt_tokens} tokens: {r['prefill_s']:.2f} s, {r['prefill_tokens_per_s']:.1f} tokens/s")
+
+    def decode(label, cache):
+        times = decode_times(model, cache, decode_tokens, int(np.argmax(logits[-1])))
+        n_bytes = r["weight_bytes_per_token"] + cache_bytes_per_token(cache, cache.n_seen)
+        floor_best, floor_median = n_bytes / bw_best, n_bytes / bw_median
+        mem = memory()
+        row = {"context": cache.n_seen - decode_tokens, "first_s": times[0], "min_s": min(times),
+               "median_s": statistics.median(times), "bytes_per_token": n_bytes,
+               "floor_s": floor_best, "floor_median_s": floor_median,
+               "ratio": statistics.median(times) / floor_median,
+               "rss": mem.get("Rss"), "anonymous": mem.get("Anonymous"),
+               "private_dirty": mem.get("Private_Dirty"), "cache_bytes": cache.nbytes}
+        log(f"decode after {label}: min {row['min_s']:.3f}, median {row['median_s']:.3f} s/token "
+            f"(first {times[0]:.3f}); floor {floor_best:.3f} (median-bandwidth {floor_median:.3f}) s "
+            f"for {n_bytes / 1e9:.2f} GB; median / floor {row['ratio']:.2f}")
+        if mem:
+            log(f"  memory: RSS {mem['Rss'] / 2**30:.2f} GiB (mapped weights included), private "
+                f"(anonymous) {mem['Anonymous'] / 2**30:.2f} GiB, of which cache "
+                f"{cache.nbytes / 2**30:.2f} GiB allocated")
+        return row
+
+    r["decode"] = [decode(f"a {prompt_tokens}-token prompt", cache)]
+    for n in contexts:
+        big = model.new_cache()
+        fill_cache(big, n, seed)
+        r["decode"].append(decode(f"{n} tokens (cache filled directly)", big))
+        del big
+    return r
+
+
+def cmd_bench(a):
+    r = run(a.model, a.prompt_tokens, a.decode_tokens, a.context)
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump({"machine": machine(), **r}, f, indent=1)
+            f.write("\n")
+        print(f"wrote {a.json}", file=sys.stderr)
+
+
+def machine():
+    """A few words on where the numbers were measured."""
+    import os
+    import platform
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {"cpu": model, "cores": os.cpu_count(), "numpy": np.__version__}
+
+
+def add_cli(subparsers):
+    b = subparsers.add_parser("bench", help="measure load time, pre-fill and decode speed, memory")
+    from . import DEFAULT_MODEL
+    b.add_argument("--model", default=str(DEFAULT_MODEL), help="checkpoint folder")
+    b.add_argument("--prompt-tokens", type=int, default=128)
+    b.add_argument("--decode-tokens", type=int, default=8)
+    b.add_argument("--context", type=int, nargs="*", default=[],
+                   help="also decode after this many tokens (cache filled directly), e.g. 4096 8192")
+    b.add_argument("--json", help="also write the results to this JSON file")
+    b.set_defaults(run=cmd_bench)
