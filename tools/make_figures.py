@@ -6,9 +6,12 @@
 Each module of src/mistral_np/figures/ has make(out_dir) -> list of written paths; the chapters
 call the same functions, so a figure here and in the rendered book come from one piece of code.
 """
-import importlib
-import pkgutil
-import sys
+import os
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")   # as the chapters do: clean timing curves
+import importlib  # noqa: E402
+import pkgutil  # noqa: E402
+import sys  # noqa: E402
 
 import matplotlib
 

@@ -14,5 +14,7 @@ if ! cmp -s requirements.txt .venv/.requirements.installed 2>/dev/null; then
   .venv/bin/python -m pip install -q --disable-pip-version-check -r requirements.txt
   cp requirements.txt .venv/.requirements.installed
 fi
+# Build matplotlib's font cache now: its one-time notice on stderr would break nbval's comparison.
+.venv/bin/python -c "import matplotlib.pyplot" 2>/dev/null
 echo "== fetching data"
 .venv/bin/python tools/fetch_data.py

@@ -33,7 +33,12 @@ def attention(q, k, v, mask):
     qg = q.reshape(T, n_kv_heads, group, head_dim).transpose(1, 2, 0, 3)   # (n_kv, group, T, hd)
     kt = k.transpose(1, 2, 0)[:, None]                                     # (n_kv, 1, hd, S)
     vt = v.transpose(1, 0, 2)[:, None]                                     # (n_kv, 1, S, hd)
-    scores = (qg @ kt) / np.float32(np.sqrt(head_dim))                     # (n_kv, group, T, S)
-    scores = np.where(mask, scores, np.float32(-np.inf))
-    out = softmax(scores) @ vt                                             # (n_kv, group, T, hd)
+    scores = qg @ kt                                                       # (n_kv, group, T, S)
+    scores /= np.float32(np.sqrt(head_dim))
+    # The rest works in place: at 7B a pre-fill chunk's scores are GiBs, so keep only one copy.
+    np.copyto(scores, np.float32(-np.inf), where=~mask)
+    scores -= scores.max(axis=-1, keepdims=True)                           # softmax, in place
+    np.exp(scores, out=scores)
+    scores /= scores.sum(axis=-1, keepdims=True)
+    out = scores @ vt                                                      # (n_kv, group, T, hd)
     return out.transpose(2, 0, 1, 3).reshape(T, n_heads * head_dim)
