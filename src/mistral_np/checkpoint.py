@@ -81,7 +81,10 @@ def checkpoint_files(model_dir):
         return [model_dir / s for s in shards]
     files = sorted(model_dir.glob("model*.safetensors")) + sorted(model_dir.glob("consolidated*.safetensors"))
     if not files:
-        raise FileNotFoundError(f"{model_dir} holds no weights (*.safetensors); download them, e.g. "
+        pickles = sorted(p.name for ext in ("bin", "pth", "pt") for p in model_dir.glob(f"*.{ext}"))
+        found = (f" (found {', '.join(pickles)}: PyTorch pickles, which this reader does not open "
+                 "because loading them can run code)") if pickles else ""
+        raise FileNotFoundError(f"{model_dir} holds no weights (*.safetensors){found}; download them, e.g. "
                                 "huggingface-cli download mistralai/Mistral-7B-v0.1 --include '*.safetensors' "
                                 f"'*.json' tokenizer.model --local-dir {model_dir}")
     return files
@@ -93,6 +96,22 @@ def read_tensors(model_dir):
     for path in checkpoint_files(model_dir):
         tensors.update(load_file(path))
     return tensors
+
+
+def missing_tensor_message(config, key, tensors, args):
+    """Why `key` is not among `tensors`, as precisely as the names allow, and what to do."""
+    hf = config.name == "config.json"
+    other = "tok_embeddings.weight" if hf else "model.embed_tokens.weight"
+    if other in tensors:
+        return (f"{config.parent}: the weights have {'Mistral' if hf else 'Hugging Face'}-layout names "
+                f"(e.g. {other!r}) but the config is {config.name}; put the "
+                f"{'params.json' if hf else 'config.json'} that came with these weights beside them")
+    layers = {int(n.split(".")[2 if hf else 1]) for n in tensors if n.startswith("model.layers." if hf else "layers.")}
+    if layers and key.startswith("model.layers." if hf else "layers.") and len(layers) < args.n_layers:
+        return (f"{config} says {args.n_layers} layers but the weights hold {len(layers)} (no {key!r}); "
+                "a shard is missing, or the config belongs to another model")
+    return (f"{config.parent}: tensor {key!r} is missing from the checkpoint; is it complete, "
+            f"and does {config.name} belong to it?")
 
 
 def load(path, widen="auto") -> Model:
@@ -108,15 +127,17 @@ def load(path, widen="auto") -> Model:
     total_bytes = sum(t.nbytes for t in tensors.values())
     widen_all = widen is True or (widen == "auto" and total_bytes < WIDEN_AT_LOAD_BYTES)
 
+    config = model_dir / ("config.json" if hf else "params.json")
+
     def get(name, shape):
         key = hf_name(name) if hf else name
         if key not in tensors:
-            raise KeyError(f"{model_dir}: tensor {key!r} is missing from the checkpoint; "
-                           "is it complete, and does config.json/params.json belong to it?")
+            raise KeyError(missing_tensor_message(config, key, tensors, args))
         t = tensors[key]
         if tuple(t.shape) != shape:
-            raise ValueError(f"{model_dir}: tensor {key!r} has shape {tuple(t.shape)} but the config "
-                             f"implies {shape}; the config does not match these weights")
+            file = getattr(t.bits if isinstance(t, BF16) else t, "filename", None) or model_dir
+            raise ValueError(f"{file}: tensor {key!r} has shape {tuple(t.shape)} but the config implies "
+                             f"{shape}; {config} does not match these weights (use the one that came with them)")
         if isinstance(t, BF16):
             return t.to_f32() if (widen_all or len(shape) == 1) else t
         if t.dtype != np.float32:

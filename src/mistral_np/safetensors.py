@@ -33,6 +33,9 @@ def read_header(path):
         if len(head) < 8:
             raise ValueError(f"{path}: only {size} bytes, too short for a safetensors file "
                              "(truncated download?); download it again")
+        if head == b"version ":
+            raise ValueError(f"{path}: a Git LFS pointer ({size} bytes), not the weights; fetch them with "
+                             "`git lfs pull` in that clone, or download with huggingface-cli")
         (n,) = struct.unpack("<Q", head)
         if n > _MAX_HEADER or 8 + n > size:
             raise ValueError(f"{path}: header length {n} does not fit the file's {size} bytes; "
