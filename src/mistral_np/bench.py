@@ -75,6 +75,15 @@ def fill_cache(cache, n_seen, seed=0):
     cache.n_seen = n_seen
 
 
+def seconds(t):
+    """A duration, readable whether it is a 7B token (seconds) or a pocket one (milliseconds)."""
+    return f"{t:.2f} s" if t >= 1 else f"{t * 1e3:.1f} ms"
+
+
+def size(n):
+    return f"{n / 1e9:.2f} GB" if n >= 1e9 else f"{n / 1e6:.2f} MB"
+
+
 def decode_times(model, cache, n, token=1):
     """Seconds per token for n greedy decode steps continuing `cache`."""
     times = []
@@ -97,13 +106,18 @@ def run(model_dir, prompt_tokens=128, decode_tokens=8, contexts=(), seed=0, log=
     r["params"] = model.n_params()
     r["weights_bf16"] = isinstance(model.weights["output"], BF16)
     r["weight_bytes_per_token"] = weight_bytes_per_token(model)
-    log(f"loaded {model_dir} in {r['load_s']:.2f} s: {r['params']:,} parameters, "
+    log(f"loaded {model_dir} in {seconds(r['load_s'])}: {r['params']:,} parameters, "
         f"{'bf16 memory-mapped' if r['weights_bf16'] else 'float32'}; "
-        f"{r['weight_bytes_per_token'] / 1e9:.2f} GB of weights read per token")
+        f"{size(r['weight_bytes_per_token'])} of weights read per token")
     bw_best, bw_median = read_bandwidth()
     r["bandwidth_best_GBps"], r["bandwidth_median_GBps"] = bw_best / 1e9, bw_median / 1e9
     log(f"read bandwidth (float32 matrix-vector, 256 MiB): best {bw_best / 1e9:.1f}, "
         f"median {bw_median / 1e9:.1f} GB/s")
+
+    t0 = time.perf_counter()
+    model.forward(np.array([1]), model.new_cache())
+    r["first_touch_s"] = time.perf_counter() - t0
+    log(f"first forward (maps the weights' pages; reads them from disk unless cached): {seconds(r['first_touch_s'])}")
 
     rng = np.random.default_rng(seed)
     prompt = np.concatenate([[1], rng.integers(3, a.vocab_size, prompt_tokens - 1)])   # BOS + ids
@@ -112,7 +126,7 @@ def run(model_dir, prompt_tokens=128, decode_tokens=8, contexts=(), seed=0, log=
     logits = model.prefill(prompt, cache)
     r["prefill_s"] = time.perf_counter() - t0
     r["prefill_tokens_per_s"] = prompt_tokens / r["prefill_s"]
-    log(f"pre-fill {prompt_tokens} tokens: {r['prefill_s']:.2f} s, {r['prefill_tokens_per_s']:.1f} tokens/s")
+    log(f"pre-fill {prompt_tokens} tokens: {seconds(r['prefill_s'])}, {r['prefill_tokens_per_s']:.1f} tokens/s")
 
     def decode(label, cache):
         times = decode_times(model, cache, decode_tokens, int(np.argmax(logits[-1])))
@@ -125,9 +139,9 @@ def run(model_dir, prompt_tokens=128, decode_tokens=8, contexts=(), seed=0, log=
                "ratio": statistics.median(times) / floor_median,
                "rss": mem.get("Rss"), "anonymous": mem.get("Anonymous"),
                "private_dirty": mem.get("Private_Dirty"), "cache_bytes": cache.nbytes}
-        log(f"decode after {label}: min {row['min_s']:.3f}, median {row['median_s']:.3f} s/token "
-            f"(first {times[0]:.3f}); floor {floor_best:.3f} (median-bandwidth {floor_median:.3f}) s "
-            f"for {n_bytes / 1e9:.2f} GB; median / floor {row['ratio']:.2f}")
+        log(f"decode after {label}: min {seconds(row['min_s'])}, median {seconds(row['median_s'])} per token "
+            f"(first {seconds(times[0])}); floor {seconds(floor_best)} (at median bandwidth "
+            f"{seconds(floor_median)}) to read {size(n_bytes)}; median / floor {row['ratio']:.1f}")
         if mem:
             log(f"  memory: RSS {mem['Rss'] / 2**30:.2f} GiB (mapped weights included), private "
                 f"(anonymous) {mem['Anonymous'] / 2**30:.2f} GiB, of which cache "
@@ -144,10 +158,13 @@ def run(model_dir, prompt_tokens=128, decode_tokens=8, contexts=(), seed=0, log=
 
 
 def cmd_bench(a):
+    if a.prompt_tokens < 1 or a.decode_tokens < 1:
+        raise ValueError("bench: --prompt-tokens and --decode-tokens must be at least 1")
+    before = machine()
     r = run(a.model, a.prompt_tokens, a.decode_tokens, a.context)
     if a.json:
         with open(a.json, "w") as f:
-            json.dump({"machine": machine(), **r}, f, indent=1)
+            json.dump({"machine": before, "load_average_after": machine()["load_average"], **r}, f, indent=1)
             f.write("\n")
         print(f"wrote {a.json}", file=sys.stderr)
 
@@ -162,7 +179,8 @@ def machine():
             model = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    return {"cpu": model, "cores": os.cpu_count(), "numpy": np.__version__}
+    return {"cpu": model, "cores": os.cpu_count(), "numpy": np.__version__,
+            "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None}
 
 
 def add_cli(subparsers):
