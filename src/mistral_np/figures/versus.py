@@ -1,0 +1,368 @@
+"""Chapter 09 (Mistral 7B vs Llama 2 13B): the costs of a config, a side-by-side decode measurement,
+and the chapter's figures.
+
+Every cost is a function of a ModelArgs alone, so the same line of code gives the number for the
+real 7B/13B configs and for the scaled-down twins the chapter runs. Parameter counts come from
+checkpoint.expected_shapes, the shapes the loader checks real checkpoints against.
+"""
+from pathlib import Path
+import json
+import math
+import time
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from ..cache import RollingCache  # noqa: E402
+from ..checkpoint import expected_shapes  # noqa: E402
+from ..config import MISTRAL_7B, ModelArgs  # noqa: E402
+from ..model import Model, random_model  # noqa: E402
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+BENCHMARKS_JSON = REPO_ROOT / "book" / "data" / "published_benchmarks.json"
+
+# Llama 2 13B in the book's terms: multi-head attention (n_kv_heads = n_heads) and no sliding
+# window, which in this code is a window as long as the context (W = max_seq_len = 4096).
+LLAMA2_13B = ModelArgs(dim=5120, n_layers=40, head_dim=128, hidden_dim=13824, n_heads=40,
+                       n_kv_heads=40, vocab_size=32000, W=4096, max_seq_len=4096)
+
+GiB = 2**30
+MODELS = ("Mistral 7B", "Llama 2 13B")
+COLOURS = {"Mistral 7B": "tab:orange", "Llama 2 13B": "tab:blue"}
+
+
+# ---- the scaled-down twins ---------------------------------------------------------------------
+
+def scaled(args, width=8, depth=4, length=16):
+    """A twin of `args` small enough to run here, with the same head counts.
+
+    Widths (dim, hidden_dim, head_dim, vocab_size) are divided by `width`, n_layers by `depth`,
+    lengths (W, max_seq_len) by `length`. n_heads and n_kv_heads stay, so the grouping and the
+    ratio of cache bytes per token between two twins (n_layers x n_kv_heads x head_dim) stay too.
+    """
+    def div(name, factor):
+        value = getattr(args, name)
+        if value % factor:
+            raise ValueError(f"scaled: {name} = {value} is not divisible by {factor}; "
+                             "pick a factor that divides it")
+        return value // factor
+    return args.replace(dim=div("dim", width), hidden_dim=div("hidden_dim", width),
+                        head_dim=div("head_dim", width), vocab_size=div("vocab_size", width),
+                        n_layers=div("n_layers", depth), W=div("W", length),
+                        max_seq_len=div("max_seq_len", length))
+
+
+# ---- costs computed from a config --------------------------------------------------------------
+
+def n_params(args):
+    """Every weight the checkpoint holds, counted from the shapes the loader expects."""
+    return sum(math.prod(shape) for shape in expected_shapes(args).values())
+
+
+def matmul_params(args):
+    """Weights used in a matrix product for every token: all 2-D weights but the embedding table,
+    which is a lookup of one row. A tied output projection still costs vocab x dim."""
+    shapes = expected_shapes(args)
+    n = sum(math.prod(s) for name, s in shapes.items() if len(s) == 2 and name != "tok_embeddings.weight")
+    return n + (args.vocab_size * args.dim if args.tie_embeddings else 0)
+
+
+def weight_bytes(args, bytes_per_param=2):
+    """Bytes of the weights: 2 per parameter in bf16 (as published), 4 in float32, 1 in int8."""
+    return n_params(args) * bytes_per_param
+
+
+def has_window(args):
+    """A sliding window shorter than the context (Mistral); otherwise W = context: no window (Llama)."""
+    return args.W < args.max_seq_len
+
+
+def keys_seen(args, position):
+    """Keys the token at 0-based `position` attends to: itself and every earlier one, at most W of
+    them with a window. Without one, positions past the context are counted as they come: the cost
+    of running the model there, not a setting it was trained for."""
+    return min(position + 1, args.W) if has_window(args) else position + 1
+
+
+def attention_flops(args, position):
+    """q.k scores and the weighted sum of v for one new token: 2 FLOPs (multiply, add) per
+    element, head_dim elements, for each of 2 products, per query head, key and layer.
+    Grouped-query attention does not change this: every query head still reads every key."""
+    return 2 * 2 * args.n_layers * args.n_heads * args.head_dim * keys_seen(args, position)
+
+
+def flops_per_token(args, position):
+    """FLOPs to generate the token at `position`: 2 x matmul_params (one multiply and one add per
+    weight) plus attention over the keys it sees. Norms, RoPE, SiLU and softmax are left out: they
+    are O(dim) per layer, under 0.1% of the total at these sizes."""
+    return 2 * matmul_params(args) + attention_flops(args, position)
+
+
+def kv_bytes_per_token(args, bytes_per_value=2):
+    """One key and one value vector per layer and key/value head."""
+    return 2 * args.n_layers * args.n_kv_heads * args.head_dim * bytes_per_value
+
+
+def kv_cache_bytes(args, n_tokens, bytes_per_value=2):
+    """Cache bytes after n_tokens. With a window (W < max_seq_len) the rolling cache holds the last
+    W positions. Without one (Llama: W = context) every position is kept; past the context that is
+    what running the model there would take, not a setting it was trained for."""
+    window = args.W if has_window(args) else n_tokens
+    return kv_bytes_per_token(args, bytes_per_value) * min(n_tokens, window)
+
+
+def decode_bytes(args, position, bytes_per_param=2, bytes_per_value=2):
+    """Bytes one decode step must read: every matmul weight once, plus the keys and values it
+    attends to. On a CPU this, not the FLOPs, sets the time of a decode step."""
+    return (matmul_params(args) * bytes_per_param
+            + kv_bytes_per_token(args, bytes_per_value) * keys_seen(args, position))
+
+
+def cache_tokens_that_fit(args, budget_bytes, bytes_per_param=2, bytes_per_value=2):
+    """Tokens of KV cache that fit in budget_bytes beside the weights (0 if the weights alone don't).
+    Activations and runtime overhead are left out, so this is an upper bound."""
+    free = budget_bytes - weight_bytes(args, bytes_per_param)
+    return max(0, free) // kv_bytes_per_token(args, bytes_per_value)
+
+
+# ---- measured: the book's own Model, side by side ----------------------------------------------
+
+def twins(width=8, depth=4, length=16, seed=0):
+    """{name: random Model} of the scaled Mistral 7B and Llama 2 13B, same scale factors."""
+    return {name: random_model(scaled(args, width, depth, length), seed=seed + i)
+            for i, (name, args) in enumerate(zip(MODELS, (MISTRAL_7B, LLAMA2_13B)))}
+
+
+def held_bytes(cache):
+    """Bytes of the cache slots that hold keys, counted in the arrays themselves: a slot holds
+    something once any of its key entries (over layers and heads) is nonzero."""
+    held = int(np.count_nonzero(np.any(cache.k != 0, axis=(0, 2, 3))))
+    return held * (cache.k.nbytes + cache.v.nbytes) // cache.W
+
+
+def grown(cache, W):
+    """A copy of `cache` with room for W slots, as a cache that grows with the sequence keeps.
+    Only for a cache that has not wrapped yet (n_seen <= its W): then slot = position."""
+    if cache.n_seen > cache.W or W < cache.n_seen:
+        raise ValueError(f"grown: a cache holding {cache.n_seen} positions in {cache.W} slots "
+                         f"cannot move to {W} slots; only a cache that has not wrapped can grow")
+    L, _, n_kv, hd = cache.k.shape
+    bigger = RollingCache(L, W, n_kv, hd, cache.k.dtype)
+    n = cache.n_seen
+    bigger.k[:, :n], bigger.v[:, :n], bigger.pos[:n] = cache.k[:, :n], cache.v[:, :n], cache.pos[:n]
+    bigger.n_seen = n
+    return bigger
+
+
+def measure_decode(models, positions, repeats=15, seed=0):
+    """Time single-token decode steps of several models at growing positions, side by side.
+
+    One sequence of random tokens per run. At each position p every model's cache is pre-filled up
+    to p, then each model decodes 1 + `repeats` tokens, one at a time; the first step is a
+    warm-up, the others are timed. The steps alternate between the models, so noise from other
+    processes falls on all of them alike.
+
+    A model without a window (W >= max_seq_len, Llama) gets, at each position, a cache with just
+    enough slots for the tokens so far (grown()), which is what a cache that grows with the
+    sequence holds: the book's cache attends over all of its W slots (empty ones masked), so one
+    sized for the whole context would make every step pay for the whole context. Positions past
+    the trained context are allowed: the computation, and so the cost, is the same.
+
+    Returns {name: {"position": (P,) first decoded position, "seconds": (P, repeats),
+    "tokens": (P,) tokens fed once the steps are done, "held_bytes": (P,) cache bytes held then}}.
+    """
+    rng = np.random.default_rng(seed)
+    vocab = min(m.args.vocab_size for m in models.values())
+    tokens = rng.integers(0, vocab, max(positions) + (1 + repeats) * len(positions))
+    out = {name: {"position": np.asarray(positions), "seconds": np.zeros((len(positions), repeats)),
+                  "tokens": np.zeros(len(positions), np.int64),
+                  "held_bytes": np.zeros(len(positions), np.int64)} for name in models}
+    growing = {name: not has_window(m.args) for name, m in models.items()}
+    state = {name: (m, m.new_cache()) for name, m in models.items()}
+    for i, p in enumerate(positions):
+        for name, (m, cache) in state.items():
+            if growing[name]:
+                W = max(p, cache.n_seen) + 1 + repeats
+                m, cache = Model(m.args.replace(W=W), m.weights), grown(cache, W)
+            if cache.n_seen < p:
+                m.prefill(tokens[cache.n_seen:p], cache)
+            state[name] = (m, cache)
+            out[name]["position"][i] = cache.n_seen
+        for r in range(1 + repeats):
+            for name, (m, cache) in state.items():
+                t0 = time.perf_counter()
+                m.forward(tokens[cache.n_seen:cache.n_seen + 1], cache)
+                if r:
+                    out[name]["seconds"][i, r - 1] = time.perf_counter() - t0
+        for name, (m, cache) in state.items():
+            out[name]["tokens"][i] = cache.n_seen
+            out[name]["held_bytes"][i] = held_bytes(cache)
+    return out
+
+
+# ---- figures -----------------------------------------------------------------------------------
+
+def _save(fig, path):
+    fig.savefig(path, dpi=130, bbox_inches="tight")
+    plt.close(fig)
+    return Path(path)
+
+
+def costs(path, configs=None, budget_bytes=16 * GiB, max_tokens=32768):
+    """Four panels from the configs alone: weights, FLOPs per token, KV cache, a 16 GiB budget."""
+    configs = configs or dict(zip(MODELS, (MISTRAL_7B, LLAMA2_13B)))
+    names = list(configs)
+    colours = [COLOURS.get(n, "grey") for n in names]
+    fig, axes = plt.subplots(2, 2, figsize=(11, 7.5))
+
+    ax = axes[0, 0]
+    gb = [weight_bytes(configs[n]) / GiB for n in names]
+    bars = ax.bar(names, gb, color=colours)
+    for b, n in zip(bars, names):
+        ax.text(b.get_x() + b.get_width() / 2, b.get_height() / 2, f"{n_params(configs[n]) / 1e9:.2f} B params\n"
+                f"{b.get_height():.1f} GiB", ha="center", va="center", fontsize=9, color="white")
+    ax.axhline(budget_bytes / GiB, color="black", ls=":", lw=1)
+    ax.text(1.45, budget_bytes / GiB + 0.4, f"{budget_bytes / GiB:.0f} GiB", fontsize=8, ha="right")
+    ax.set_ylabel("weights in bf16 (GiB)")
+    ax.set_ylim(0, max(gb) * 1.3)
+    ax.set_title("(a) parameters and weight bytes", fontsize=10)
+
+    pos = np.arange(0, max_tokens + 1, 256)
+    ax = axes[0, 1]
+    for n, c in zip(names, colours):
+        a = configs[n]
+        f = np.array([flops_per_token(a, int(p)) for p in pos]) / 1e9
+        inside = pos < a.max_seq_len
+        ax.plot(pos[inside], f[inside], color=c, label=n)
+        ax.plot(pos[~inside], f[~inside], color=c, ls="--", label=f"{n}, past its {a.max_seq_len} context")
+    ax.set_xlabel("position of the generated token")
+    ax.set_ylabel("GFLOP per token")
+    ax.set_ylim(0, None)
+    ax.legend(fontsize=8)
+    ax.set_title("(b) FLOPs per generated token", fontsize=10)
+
+    ax = axes[1, 0]
+    for n, c in zip(names, colours):
+        a = configs[n]
+        kv = np.array([kv_cache_bytes(a, int(t)) for t in pos]) / GiB
+        inside = pos <= a.max_seq_len
+        ax.plot(pos[inside], kv[inside], color=c, label=n)
+        ax.plot(pos[~inside], kv[~inside], color=c, ls="--")
+        if has_window(a):                                        # show the full cache too
+            full = np.array([kv_cache_bytes(a.replace(W=max_tokens), int(t)) for t in pos]) / GiB
+            if not np.allclose(full, kv):
+                ax.plot(pos, full, color=c, ls=":", label=f"{n} without the rolling cache")
+    for t in (4096, 8192, 32768):
+        ax.axvline(t, color="grey", lw=0.6)
+    ax.set_yscale("log")
+    ax.set_xlabel("tokens in the sequence")
+    ax.set_ylabel("KV cache in bf16 (GiB, log scale)")
+    ax.legend(fontsize=8)
+    ax.set_title("(c) KV cache of one sequence (dashed: past the trained context)", fontsize=10)
+
+    ax = axes[1, 1]
+    lengths = (4096, 8192, 32768)
+    width = 0.38
+    x = np.arange(len(lengths))
+    for k, (n, c) in enumerate(zip(names, colours)):
+        a = configs[n]
+        w = weight_bytes(a) / GiB
+        kv = np.array([kv_cache_bytes(a, t) for t in lengths]) / GiB
+        xs = x + (k - 0.5) * width
+        ax.bar(xs, [w] * len(lengths), width, color=c, alpha=0.45)
+        ax.bar(xs, kv, width, bottom=w, color=c, hatch="//", edgecolor="white")
+        for xi, t, total in zip(xs, lengths, w + kv):
+            ax.text(xi, total, f"{total:.0f}", ha="center", va="bottom", fontsize=8)
+    ax.axhline(budget_bytes / GiB, color="black", ls=":", lw=1)
+    ax.set_xticks(x, [f"{t // 1024}k tokens" for t in lengths])
+    ax.set_ylabel("GiB: weights (light) + KV cache (hatched)")
+    ax.set_title(f"(d) one sequence vs a {budget_bytes / GiB:.0f} GiB budget (bf16)", fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def measured(path, result, predicted_time_ratio=None):
+    """Decode time per token, the time ratio of the two models, and cache bytes held, as measured
+    by measure_decode() (the first model in `result` is the denominator of the ratio)."""
+    names = list(result)
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
+    for name, r in result.items():
+        c = COLOURS.get(name, "grey")
+        ms = r["seconds"] * 1e3
+        axes[0].plot(r["position"], np.median(ms, axis=1), "o-", color=c, label=f"{name} twin (median)")
+        axes[0].fill_between(r["position"], ms.min(axis=1), np.median(ms, axis=1), color=c, alpha=0.2)
+        axes[2].plot(r["tokens"], r["held_bytes"] / 2**20, "o-", color=c, label=f"{name} twin")
+    axes[0].set_xlabel("position of the generated token")
+    axes[0].set_ylabel("ms per token (band: down to the minimum)")
+    axes[0].set_ylim(0, None)
+    axes[0].legend(fontsize=8)
+    axes[0].set_title("decode time per token", fontsize=9)
+    if len(names) == 2:
+        a, b = (result[n] for n in names)
+        paired = b["seconds"] / a["seconds"]                          # steps taken back to back
+        q25, q50, q75 = np.percentile(paired, [25, 50, 75], axis=1)
+        axes[1].plot(a["position"], q50, "o-", color="black", label="measured (median of paired steps)")
+        axes[1].fill_between(a["position"], q25, q75, color="grey", alpha=0.3, label="middle half of paired steps")
+        if predicted_time_ratio is not None:
+            axes[1].plot(a["position"], predicted_time_ratio, "s--", color="tab:green", label="predicted from bytes read")
+        axes[1].axhline(1, color="grey", lw=0.6)
+        axes[1].set_ylim(0, max(3, float(np.nanmax(q75)) * 1.1))
+        axes[1].set_xlabel("position of the generated token")
+        axes[1].set_ylabel(f"time per token, {names[1]} / {names[0]} twin")
+        axes[1].legend(fontsize=8)
+        axes[1].set_title("the ratio", fontsize=9)
+    axes[2].set_xlabel("tokens in the sequence")
+    axes[2].set_ylabel("KV cache held (MiB, float32)")
+    axes[2].legend(fontsize=8)
+    axes[2].set_title("cache slots holding keys, counted in the arrays", fontsize=9)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def load_benchmarks(path=BENCHMARKS_JSON):
+    return json.loads(Path(path).read_text())
+
+
+def benchmarks(path, data=None):
+    """Published scores: Mistral 7B and Llama 2 13B as the Mistral paper re-ran them (bars), and
+    Llama 2 13B as its own paper reported it where the benchmark matches (crosses)."""
+    data = data or load_benchmarks()
+    rows = data["benchmarks"]
+    y = np.arange(len(rows))[::-1]
+    fig, ax = plt.subplots(figsize=(9, 6.5))
+    h = 0.38
+    ax.barh(y + h / 2, [r["mistral_7b"] for r in rows], h, color=COLOURS["Mistral 7B"],
+            label="Mistral 7B (Mistral paper, Table 2)")
+    ax.barh(y - h / 2, [r["llama2_13b"] for r in rows], h, color=COLOURS["Llama 2 13B"],
+            label="Llama 2 13B (Mistral paper's re-run, Table 2)")
+    own = [(yi, r["llama2_13b_own_paper"]["value"]) for yi, r in zip(y, rows) if r.get("llama2_13b_own_paper")]
+    if own:
+        ax.plot([v for _, v in own], [yi - h / 2 for yi, _ in own], "kx", ms=7,
+                label="Llama 2 13B (Llama 2 paper's own evaluation)")
+    for yi, r in zip(y, rows):
+        ax.text(max(r["mistral_7b"], r["llama2_13b"]) + 1, yi, f"{r['mistral_7b'] - r['llama2_13b']:+.1f}",
+                va="center", fontsize=8)
+    ax.set_yticks(y, [f"{r['name']} ({r['setting']})" for r in rows], fontsize=8)
+    ax.set_xlabel("score (%), higher is better; the number is Mistral 7B minus Llama 2 13B")
+    ax.set_xlim(0, 100)
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.4, -0.09), ncol=2, frameon=False)
+    ax.set_title("Published results (arXiv:2310.06825 Table 2; arXiv:2307.09288 Tables 20, 21, 25)",
+                 fontsize=9)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def make(out_dir):
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    models = twins()
+    positions = [0, 128, 256, 384, 512]
+    result = measure_decode(models, positions)
+    a, b = (m.args for m in models.values())
+    predicted = [decode_bytes(b, p, 4, 4) / decode_bytes(a, p, 4, 4) for p in positions]
+    return [costs(out_dir / "versus_costs.png"),
+            measured(out_dir / "versus_measured.png", result, predicted),
+            benchmarks(out_dir / "versus_benchmarks.png")]
