@@ -14,8 +14,6 @@ import time
 
 import numpy as np
 
-from .bf16 import BF16
-
 
 def memory():
     """{Rss, Anonymous, Private_Dirty, ...} of this process in bytes (Linux; {} elsewhere)."""
@@ -95,6 +93,41 @@ def decode_times(model, cache, n, token=1):
     return times
 
 
+PARTS = {"attention projections (wq wk wv wo)": ("wq", "wk", "wv", "wo"),
+         "feed-forward (w1 w3 w2)": ("w1", "w3", "w2")}
+
+
+def breakdown(model, repeats=2):
+    """{part: (seconds, bytes)} of one decode token's matrix products, timed part by part.
+
+    Each part runs its product for every layer in turn (so every matrix is read from memory, as in
+    decoding, not from cache); the best of `repeats` passes.
+    """
+    from .layers import linear
+    w = model.weights
+
+    def best(mats):
+        x = np.ones((1, mats[0].shape[1]), np.float32)
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            for m in mats:
+                linear(x, m)
+            times.append(time.perf_counter() - t0)
+        return min(times)
+
+    parts = {}
+    for label, keys in PARTS.items():
+        seconds_, nbytes = 0.0, 0
+        for k in keys:
+            mats = [blk[k] for blk in w["layers"]]
+            seconds_ += best(mats)
+            nbytes += sum(m.nbytes for m in mats)
+        parts[label] = (seconds_, nbytes)
+    parts["output projection"] = (best([w["output"]]), w["output"].nbytes)
+    return parts
+
+
 def run(model_dir, prompt_tokens=128, decode_tokens=8, contexts=(), seed=0, log=print):
     """Measure and return a dict of results; `log` receives a line per result as it comes."""
     from .checkpoint import load       # imported here: checkpoint imports bf16, which bench needs
@@ -104,10 +137,10 @@ def run(model_dir, prompt_tokens=128, decode_tokens=8, contexts=(), seed=0, log=
     r["load_s"] = time.perf_counter() - t0
     a = model.args
     r["params"] = model.n_params()
-    r["weights_bf16"] = isinstance(model.weights["output"], BF16)
+    r["weights_dtype"] = str(model.weights["output"].dtype)
     r["weight_bytes_per_token"] = weight_bytes_per_token(model)
     log(f"loaded {model_dir} in {seconds(r['load_s'])}: {r['params']:,} parameters, "
-        f"{'bf16 memory-mapped' if r['weights_bf16'] else 'float32'}; "
+        f"{r['weights_dtype']}{' memory-mapped' if r['weights_dtype'] in ('bfloat16', 'int8') else ''}; "
         f"{size(r['weight_bytes_per_token'])} of weights read per token")
     bw_best, bw_median = read_bandwidth()
     r["bandwidth_best_GBps"], r["bandwidth_median_GBps"] = bw_best / 1e9, bw_median / 1e9
@@ -149,6 +182,10 @@ def run(model_dir, prompt_tokens=128, decode_tokens=8, contexts=(), seed=0, log=
         return row
 
     r["decode"] = [decode(f"a {prompt_tokens}-token prompt", cache)]
+    r["breakdown"] = {}
+    for label, (t, n) in breakdown(model).items():
+        r["breakdown"][label] = {"seconds": t, "bytes": n, "floor_s": n / bw_best}
+        log(f"  {label}: {seconds(t)} for {size(n)} (floor {seconds(n / bw_best)})")
     for n in contexts:
         big = model.new_cache()
         fill_cache(big, n, seed)

@@ -14,6 +14,7 @@ from .bf16 import BF16
 from .config import ModelArgs, read_config, to_hf_config, to_params
 from .layers import permute_halves_to_pairs, permute_pairs_to_halves
 from .model import Model
+from .quantize import SCALE_SUFFIX, Int8
 from .safetensors import load_file, read_header, save_file
 
 # Book (= Mistral) name -> Hugging Face name; {i} is the layer index.
@@ -138,6 +139,8 @@ def load(path, widen="auto") -> Model:
             file = getattr(t.bits if isinstance(t, BF16) else t, "filename", None) or model_dir
             raise ValueError(f"{file}: tensor {key!r} has shape {tuple(t.shape)} but the config implies "
                              f"{shape}; {config} does not match these weights (use the one that came with them)")
+        if key + SCALE_SUFFIX in tensors:                       # int8 rows and their scales
+            return Int8(t, tensors[key + SCALE_SUFFIX])
         if isinstance(t, BF16):
             return t.to_f32() if (widen_all or len(shape) == 1) else t
         if t.dtype != np.float32:

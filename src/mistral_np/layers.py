@@ -4,12 +4,10 @@ Weights are stored (out_features, in_features), as in every checkpoint: y = x @ 
 """
 import numpy as np
 
-from .bf16 import BF16
-
 
 def linear(x, w):
-    """x @ w.T for x (T, in), w (out, in); a bf16 w is widened block by block as it is used."""
-    return w.matmul_t(x) if isinstance(w, BF16) else x @ w.T       # (T, out)
+    """x @ w.T for x (T, in), w (out, in); a bf16 (or int8) w is widened block by block as it is used."""
+    return w.matmul_t(x) if hasattr(w, "matmul_t") else x @ w.T    # (T, out)
 
 
 def rms_norm(x, weight, eps):

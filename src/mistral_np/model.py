@@ -7,7 +7,7 @@ Weights form a nested dict whose keys are the functions' argument names (as in p
 import numpy as np
 
 from .attention import attention, window_mask
-from .bf16 import BF16, blas_threads
+from .bf16 import blas_threads
 from .cache import RollingCache
 from .config import ModelArgs
 from .layers import apply_rope, feed_forward, linear, rms_norm
@@ -76,9 +76,9 @@ class Model:
         start = cache.n_seen if cache is not None else 0
         positions = np.arange(start, start + len(tokens))                # (T,)
         x = w["tok_embeddings"][tokens].astype(np.float32)               # (T, dim)
-        # Memory-mapped bf16 weights: bf16.py's own threads split every big product, and BLAS
-        # threads on top only add hand-offs to the small ones (slow when the cores are busy).
-        with blas_threads(1 if isinstance(w["output"], BF16) else None):
+        # Memory-mapped bf16 (or int8) weights: bf16.py's own threads split every big product, and
+        # BLAS threads on top only add hand-offs to the small ones (slow when the cores are busy).
+        with blas_threads(1 if hasattr(w["output"], "matmul_t") else None):
             for i, block in enumerate(w["layers"]):
                 x = transformer_block(x, **block, args=a, positions=positions, cache=cache, layer=i)
         if cache is not None:
