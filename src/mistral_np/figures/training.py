@@ -47,7 +47,7 @@ def training_curve(log, evaluation=None, ax=None, smooth=20):
     ax.set_xlabel("training tokens seen (millions)")
     ax.set_ylabel("loss (bits per character)")
     ax.set_title("The pocket Mistral learning Shakespeare")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="center right")
     return ax
 
 
