@@ -25,11 +25,12 @@ def memory():
     return {r[0].rstrip(":"): int(r[1]) * 1024 for r in rows if len(r) == 3 and r[2] == "kB"}
 
 
-def read_bandwidth(nbytes=2**28, repeats=7):
+def read_bandwidth(nbytes=2**30, repeats=7):
     """(best, median) bytes/s of a float32 matrix-vector product over `nbytes` of matrix.
 
-    The matrix is far larger than the CPU caches, and each number is read once: the same access
-    pattern as decoding, with nothing to widen. BLAS uses all its threads.
+    The matrix is far larger than the CPU caches (1 GiB: some hosts have hundreds of MB of cache),
+    and each number is read once: the same access pattern as decoding, with nothing to widen. BLAS
+    uses all its threads.
     """
     a = np.ones((nbytes // 4 // 4096, 4096), np.float32)           # touched, so pages exist
     x = np.ones(4096, np.float32)
@@ -144,7 +145,7 @@ def run(model_dir, prompt_tokens=128, decode_tokens=8, contexts=(), seed=0, log=
         f"{size(r['weight_bytes_per_token'])} of weights read per token")
     bw_best, bw_median = read_bandwidth()
     r["bandwidth_best_GBps"], r["bandwidth_median_GBps"] = bw_best / 1e9, bw_median / 1e9
-    log(f"read bandwidth (float32 matrix-vector, 256 MiB): best {bw_best / 1e9:.1f}, "
+    log(f"read bandwidth (float32 matrix-vector, 1 GiB): best {bw_best / 1e9:.1f}, "
         f"median {bw_median / 1e9:.1f} GB/s")
 
     t0 = time.perf_counter()

@@ -134,9 +134,11 @@ def quantize(model_dir, out_dir, log=print):
 
 
 def agreement(model_a, model_b, tokens):
-    """How close two models' logits are on `tokens`: max |diff| / max |logits|, top-1 agreement."""
+    """How close two models' logits are on `tokens`: the size of the difference relative to the
+    logits (largest entry, and root mean square), and how often the most likely token is the same."""
     a, b = model_a.forward(tokens), model_b.forward(tokens)
     return {"max_rel_diff": float(np.abs(a - b).max() / np.abs(a).max()),
+            "rms_rel_diff": float(np.sqrt(np.mean((a - b) ** 2) / np.mean(a ** 2))),
             "top1_agreement": float(np.mean(a.argmax(-1) == b.argmax(-1)))}
 
 
@@ -149,7 +151,8 @@ def cmd_quantize(a):
         tokens = np.concatenate([[1], rng.integers(3, ref.args.vocab_size, a.check - 1)])
         r = agreement(ref, q, tokens)
         print(f"logits on {a.check} tokens: max |diff| / max |logits| {r['max_rel_diff']:.4f}, "
-              f"same top-1 token {100 * r['top1_agreement']:.1f}%", file=sys.stderr)
+              f"rms diff / rms logits {r['rms_rel_diff']:.4f}, same top-1 token "
+              f"{100 * r['top1_agreement']:.1f}%", file=sys.stderr)
 
 
 def add_cli(subparsers):
