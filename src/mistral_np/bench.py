@@ -8,11 +8,14 @@ Memory is read from /proc/self/smaps_rollup. The memory-mapped weights show up i
 cache the kernel can drop and re-read; what the process really owns is its anonymous memory.
 """
 import json
+import os
 import statistics
 import sys
 import time
 
 import numpy as np
+
+from .bf16 import blas_threads
 
 
 def memory():
@@ -30,15 +33,16 @@ def read_bandwidth(nbytes=2**30, repeats=7):
 
     The matrix is far larger than the CPU caches (1 GiB: some hosts have hundreds of MB of cache),
     and each number is read once: the same access pattern as decoding, with nothing to widen. BLAS
-    uses all its threads.
+    uses a thread per core.
     """
     a = np.ones((nbytes // 4 // 4096, 4096), np.float32)           # touched, so pages exist
     x = np.ones(4096, np.float32)
     times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        a @ x
-        times.append(time.perf_counter() - t0)
+    with blas_threads(os.cpu_count()):          # the machine's bandwidth, whatever BLAS was told
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            a @ x
+            times.append(time.perf_counter() - t0)
     return a.nbytes / min(times), a.nbytes / statistics.median(times)
 
 
@@ -209,7 +213,6 @@ def cmd_bench(a):
 
 def machine():
     """A few words on where the numbers were measured."""
-    import os
     import platform
     model = platform.processor() or platform.machine()
     try:
