@@ -157,11 +157,12 @@ Sampled (temperature 0.8, top-k 40, seed 0):
 
 ```
 python tools/fetch_data.py
-python -m mistral_np train --out runs/pocket --steps {meta['steps']} --minutes 58 --batch {meta['batch_size']} --lr {meta['lr']} --warmup {meta['warmup']}
+python -m mistral_np train --out runs/pocket --steps {meta['steps']} --minutes 60 --batch {meta['batch_size']} --lr {meta['lr']} --warmup {meta['warmup']}
 python tools/evaluate_pocket.py --run runs/pocket --model models/pocket-mistral
 ```
 
-(`OPENBLAS_NUM_THREADS=1` was set for the run: on a shared 2-core machine one BLAS thread per
+`--minutes` is a wall-clock budget: when it runs out the run saves and stops, before the end of
+its schedule. (`OPENBLAS_NUM_THREADS=1` was set for the run: on a shared 2-core machine one BLAS thread per
 process was steadier than two.) Runs are resumable: run the same `train` command again.
 """
 

@@ -403,6 +403,9 @@ def train(run_dir, args: ModelArgs, steps, batch_size, lr, warmup, minutes, seed
         if log["meta"]["args"] != meta["args"]:
             raise ValueError(f"{ckpt} was trained with a different model config; use another --out")
         meta, elapsed0 = log["meta"], log["records"][-1]["time"] if log["records"] else 0.0
+        if steps != meta["steps"]:
+            print(f"note: keeping the run's schedule of {meta['steps']} steps (asked for {steps}); "
+                  "the learning-rate schedule is fixed when a run starts", file=out)
         print(f"resuming from step {step} of {meta['steps']}", file=out)
     else:
         params = init_params(args, seed)
