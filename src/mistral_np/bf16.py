@@ -2,10 +2,11 @@
 
 A bf16 number is the top 16 bits of a float32 (same sign and exponent, 7 mantissa bits), so
 widening is exact: put the bits in the top half of a uint32 and read it as float32. Mistral 7B's
-14.5 GB of bf16 weights stay memory-mapped; each matrix is widened in small row blocks that fit in
-the CPU cache, right before its matrix product, so the 29 GB float32 copy never exists.
+14.5 GB of bf16 weights stay memory-mapped; each matrix is widened in row blocks that fit in the
+CPU's cache, right before their matrix product, so the 29 GB float32 copy never exists.
 """
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 import contextlib
 import os
 import threading
@@ -13,7 +14,20 @@ import threading
 import numpy as np
 from threadpoolctl import ThreadpoolController
 
-BLOCK_BYTES = 2**21       # float32 bytes widened at a time by each thread (measured best: 1-4 MiB)
+
+def _l3_bytes():
+    """The CPU's last-level cache in bytes (Linux), or None where it cannot be read."""
+    try:
+        size = Path("/sys/devices/system/cpu/cpu0/cache/index3/size").read_text().strip()   # "32768K"
+        return int(size[:-1]) * 1024 if size.endswith("K") else int(size)
+    except (OSError, ValueError):
+        return None
+
+
+# float32 bytes widened at a time by each of the two threads: a quarter of the last-level cache,
+# 1 to 8 MiB (2 MiB if unknown). Measured with a 32 MiB L3: 8 MiB blocks decode Mistral 7B in
+# 0.85-0.92 s/token, 2 MiB in 1.18 s; 16 MiB blocks no longer stay in the cache and halve the speed.
+BLOCK_BYTES = max(2**20, min(2**23, (_l3_bytes() or 2**23) // 4))
 _THREADS = max(1, min(2, os.cpu_count() or 1))
 _pool = ThreadPoolExecutor(_THREADS)
 _blas = ThreadpoolController()      # to give BLAS one thread while our own threads run
