@@ -10,11 +10,10 @@ Layouts:
 - hf (default): config.json (as published for Mistral-7B-v0.1), model-00001-of-00002.safetensors
   and model-00002-of-00002.safetensors, model.safetensors.index.json, tokenizer.model.
   Split: shard 1 holds model.embed_tokens, layers 0-21 whole and layer 22's four attention
-  projections (9,942,958,080 bytes of tensors; with its header the file is 9,942,981,696
-  bytes, the published 9.94 GB); shard 2 holds the rest of
-  layer 22, layers 23-31, model.norm and lm_head (4,540,506,112 bytes: 4.54 GB). That is where the
-  published sizes put the boundary; within a file, tensors are sorted by name, as the safetensors
-  library writes them.
+  projections (9,942,958,080 bytes of tensors; with its header the file is 9,942,981,696 bytes,
+  the published 9.94 GB); shard 2 holds the rest of layer 22, layers 23-31, model.norm and lm_head
+  (4,540,506,112 bytes: 4.54 GB). That is where the published sizes put the boundary; within a
+  file, tensors are sorted by name, as the safetensors library writes them.
 - mistral: params.json + consolidated.safetensors (Mistral's own names, q/k rows in the
   interleaved-pairs RoPE layout). Both layouts hold the same model: wq/wk are drawn in the pairs
   layout and permuted to halves for hf, so the two give the same logits.
