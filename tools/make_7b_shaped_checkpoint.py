@@ -117,7 +117,25 @@ def header_bytes(entries):
     return struct.pack("<Q", len(text)) + text, offset
 
 
-def write_file(path, tensors, seed, layout, pool):
+class Progress:
+    """One line on stderr, rewritten in place: GB written, rate and time left."""
+
+    def __init__(self, total):
+        self.total, self.done, self.t0 = total, 0, time.perf_counter()
+
+    def add(self, n):
+        self.done += n
+        rate = self.done / max(time.perf_counter() - self.t0, 1e-9)
+        print(f"\r  {self.done / 1e9:5.2f} / {self.total / 1e9:.2f} GB  {rate / 1e6:5.0f} MB/s  "
+              f"ETA {(self.total - self.done) / rate:4.0f} s", end="", file=sys.stderr, flush=True)
+
+
+def write_block(bits, f, progress):
+    bits.tofile(f)
+    progress.add(bits.nbytes)
+
+
+def write_file(path, tensors, seed, layout, pool, progress):
     """Stream [(file name, book name, shape)] into one safetensors file, blocks in order."""
     args = MISTRAL_7B
     head, data_bytes = header_bytes([(name, shape) for name, _, shape in tensors])
@@ -129,9 +147,9 @@ def write_file(path, tensors, seed, layout, pool):
             for r0, r1, bseed in blocks(book, shape, seed, layout):
                 pending.append(pool.submit(make_block, book, shape, r0, r1, bseed, layout, n_heads))
                 if len(pending) >= 4:                   # bounded look-ahead keeps memory small
-                    pending.popleft().result().tofile(f)
+                    write_block(pending.popleft().result(), f, progress)
             while pending:
-                pending.popleft().result().tofile(f)
+                write_block(pending.popleft().result(), f, progress)
     assert path.stat().st_size == len(head) + data_bytes, path
     return data_bytes
 
@@ -151,15 +169,16 @@ def main(argv=None):
     out.mkdir(parents=True, exist_ok=True)
     shapes = expected_shapes(MISTRAL_7B)                 # book name -> shape, 291 tensors
     t0 = time.perf_counter()
+    progress = Progress(TOTAL_SIZE)
     with ThreadPoolExecutor(a.threads) as pool:
         if a.layout == "hf":
             (out / "config.json").write_text(json.dumps(HF_CONFIG, indent=2) + "\n")
             weight_map, total = {}, 0
             for shard in SHARDS:
                 tensors = sorted((hf_name(b), b, s) for b, s in shapes.items() if shard_of(b) == shard)
-                total += write_file(out / shard, tensors, a.seed, "hf", pool)
+                total += write_file(out / shard, tensors, a.seed, "hf", pool, progress)
                 weight_map.update({name: shard for name, _, _ in tensors})
-                print(f"{shard}: {(out / shard).stat().st_size:,} bytes", flush=True)
+                print(f"\n{shard}: {(out / shard).stat().st_size:,} bytes", flush=True)
             assert total == TOTAL_SIZE, total
             index = {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}
             (out / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
@@ -167,7 +186,8 @@ def main(argv=None):
             params = {k: v for k, v in to_params(MISTRAL_7B).items() if k not in ("rope_theta", "max_seq_len")}
             (out / "params.json").write_text(json.dumps(params, indent=2) + "\n")   # v0.1 omits these two
             tensors = sorted((b, b, s) for b, s in shapes.items())
-            total = write_file(out / "consolidated.safetensors", tensors, a.seed, "mistral", pool)
+            total = write_file(out / "consolidated.safetensors", tensors, a.seed, "mistral", pool, progress)
+            print()
             assert total == TOTAL_SIZE, total
     shutil.copyfile(mistral_tokenizer_path(), out / "tokenizer.model")
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
