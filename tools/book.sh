@@ -8,4 +8,4 @@ echo "== building the book"
 echo
 echo "The book is built. Open it in a browser:"
 echo "  file://$(pwd)/_build/html/book/intro.html"
-echo "or run the chapters yourself: .venv/bin/jupyter notebook book/  (or jupyter lab)"
+echo "or run the chapters yourself in Jupyter: .venv/bin/jupyter lab book/"
