@@ -5,6 +5,7 @@ window as an explicit `range`, RoPE with complex numbers. It is slow and obvious
 is what the fast code is compared with.
 """
 from pathlib import Path
+import json
 
 import numpy as np
 
@@ -95,3 +96,9 @@ def naive_forward(args, weights, tokens):
         x = x + ((g / (1 + np.exp(-g))) * (h @ w["w3"].T)) @ w["w2"].T
     x = np.array([norm(row, _f64(weights["norm"])) for row in x])
     return x @ _f64(weights["output"]).T, np.array(all_k), np.array(all_v)
+
+
+def edit_config(d, **changes):
+    """Rewrite config.json in checkpoint folder d with some keys changed (to damage a copy)."""
+    cfg = json.loads((d / "config.json").read_text())
+    (d / "config.json").write_text(json.dumps({**cfg, **changes}))

@@ -3,7 +3,6 @@
 Small copies of the bf16 sharded fixture (the layout Mistral-7B-v0.1 is published in) are broken
 on purpose in tmp_path. tests/test_loading.py covers the single-file and header-level cases.
 """
-import json
 import os
 import shutil
 
@@ -11,7 +10,7 @@ import pytest
 
 import mistral_np
 
-from helpers import TINY_BF16
+from helpers import TINY_BF16, edit_config
 
 SHARD1, SHARD2 = "model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"
 
@@ -21,11 +20,6 @@ def sharded(tmp_path):
     d = tmp_path / "model"
     shutil.copytree(TINY_BF16, d)
     return d
-
-
-def edit_config(d, **changes):
-    cfg = json.loads((d / "config.json").read_text())
-    (d / "config.json").write_text(json.dumps({**cfg, **changes}))
 
 
 def error_of(d, kind):

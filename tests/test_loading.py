@@ -12,7 +12,7 @@ from mistral_np import MISTRAL_7B, checkpoint, random_model
 from mistral_np.config import from_hf_config, from_params, read_config, to_hf_config, to_params
 from mistral_np.safetensors import load_file, read_header, save_file
 
-from helpers import TINY_BF16, TINY_HF, small_args
+from helpers import TINY_BF16, TINY_HF, edit_config, small_args
 
 
 @pytest.fixture
@@ -21,12 +21,6 @@ def tiny_copy(tmp_path):
     d = tmp_path / "tiny"
     shutil.copytree(TINY_HF, d)
     return d
-
-
-def edit_config(d, **changes):
-    cfg = json.loads((d / "config.json").read_text())
-    cfg.update(changes)
-    (d / "config.json").write_text(json.dumps(cfg))
 
 
 # --- folders and configs --------------------------------------------------------------------------
