@@ -18,27 +18,31 @@ def softmax(x, axis=-1):
     return e / np.sum(e, axis=axis, keepdims=True)
 
 
-def attention(q, k, v, mask):
+def attention(q, k, v, mask, return_probs=False):
     """Grouped-query attention.
 
-    q: (T, n_heads, head_dim); k, v: (S, n_kv_heads, head_dim); mask: (T, S) bool.
-    Query head h reads key/value head h // (n_heads // n_kv_heads): each group of
-    n_heads / n_kv_heads query heads shares one key/value head, and k, v are never copied.
-    n_kv_heads == n_heads is ordinary multi-head attention, n_kv_heads == 1 multi-query.
-    Returns (T, n_heads * head_dim).
+    q: (..., T, n_heads, head_dim); k, v: (..., S, n_kv_heads, head_dim); mask: (T, S) bool.
+    Leading axes (a batch, for training) are optional. Query head h reads key/value head
+    h // (n_heads // n_kv_heads): each group of n_heads / n_kv_heads query heads shares one
+    key/value head, and k, v are never copied. n_kv_heads == n_heads is ordinary multi-head
+    attention, n_kv_heads == 1 multi-query.
+    Returns (..., T, n_heads * head_dim), and the weights (..., n_kv, group, T, S) if asked
+    (the backward pass of training needs them).
     """
-    T, n_heads, head_dim = q.shape
-    S, n_kv_heads, _ = k.shape
+    *batch, T, n_heads, head_dim = q.shape
+    n_kv_heads = k.shape[-2]
     group = n_heads // n_kv_heads
-    qg = q.reshape(T, n_kv_heads, group, head_dim).transpose(1, 2, 0, 3)   # (n_kv, group, T, hd)
-    kt = k.transpose(1, 2, 0)[:, None]                                     # (n_kv, 1, hd, S)
-    vt = v.transpose(1, 0, 2)[:, None]                                     # (n_kv, 1, S, hd)
-    scores = qg @ kt                                                       # (n_kv, group, T, S)
-    scores /= np.float32(np.sqrt(head_dim))
+    qg = q.reshape(*batch, T, n_kv_heads, group, head_dim)
+    qg = np.moveaxis(qg, -4, -2)                                           # (..., n_kv, group, T, hd)
+    kt = np.expand_dims(np.moveaxis(k, -3, -1), -3)                        # (..., n_kv, 1, hd, S)
+    vt = np.expand_dims(np.moveaxis(v, -3, -2), -3)                        # (..., n_kv, 1, S, hd)
+    scores = qg @ kt                                                       # (..., n_kv, group, T, S)
+    scores /= scores.dtype.type(np.sqrt(head_dim))
     # The rest works in place: at 7B a pre-fill chunk's scores are GiBs, so keep only one copy.
-    np.copyto(scores, np.float32(-np.inf), where=~mask)
+    np.copyto(scores, scores.dtype.type(-np.inf), where=~mask)
     scores -= scores.max(axis=-1, keepdims=True)                           # softmax, in place
     np.exp(scores, out=scores)
     scores /= scores.sum(axis=-1, keepdims=True)
-    out = scores @ vt                                                      # (n_kv, group, T, hd)
-    return out.transpose(2, 0, 1, 3).reshape(T, n_heads * head_dim)
+    out = np.moveaxis(scores @ vt, -2, -4)                                 # (..., T, n_kv, group, hd)
+    out = out.reshape(*batch, T, n_heads * head_dim)
+    return (out, scores) if return_probs else out

@@ -93,25 +93,33 @@ class BF16:
         return bf16_bits_to_f32(np.asarray(self.bits[index]))
 
     def matmul_t(self, x):
-        """x @ self.T for x (T, in) and self (out, in): widened block by block, never whole.
+        """x @ self.T for x (T, in) and self (out, in): widened block by block, never whole."""
+        def widen(r0, r1, buf):                                        # np.copyto then <<= 16
+            return bf16_bits_to_f32(self.bits[r0:r1], out=buf.reshape(r1 - r0, -1))
+        return blocked_matmul_t(x, self.shape, widen)
 
-        Each thread widens a block of rows into its own reused buffer (np.copyto then <<= 16, no
-        temporaries) and multiplies it while it is still in cache; the two threads take every
-        other block. BLAS gets one thread per caller, or the threads would fight over the cores.
-        """
-        n_out, n_in = self.shape
-        rows = max(1, BLOCK_BYTES // (4 * n_in))                        # rows per block
-        x = np.ascontiguousarray(x, np.float32)
-        out = np.empty((x.shape[0], n_out), np.float32)                # (T, out)
-        starts = range(0, n_out, rows)
 
-        def work(my_starts):
-            buf = _buffer(rows * n_in)
-            for r0 in my_starts:
-                r1 = min(r0 + rows, n_out)
-                w = bf16_bits_to_f32(self.bits[r0:r1], out=buf[: (r1 - r0) * n_in].reshape(r1 - r0, n_in))
-                np.matmul(x, w.T, out=out[:, r0:r1])                   # (T, rows)
+def blocked_matmul_t(x, shape, widen):
+    """x @ W.T for x (T, in) and a weight W (out, in) that is only ever float32 a block at a time.
 
-        with blas_threads(1):
-            list(_pool.map(work, [starts[i::_THREADS] for i in range(_THREADS)]))
-        return out
+    widen(r0, r1, buf) writes rows r0:r1 of W as float32 into buf (a reused uint32 buffer of the
+    right size) and returns them (r1 - r0, in). Each of two threads widens its blocks into its own
+    buffer and multiplies each while it is still in cache; the threads take every other block.
+    BLAS gets one thread per caller, or the threads would fight over the cores.
+    """
+    n_out, n_in = shape
+    rows = max(1, BLOCK_BYTES // (4 * n_in))                            # rows per block
+    x = np.ascontiguousarray(x, np.float32)
+    out = np.empty((x.shape[0], n_out), np.float32)                    # (T, out)
+    starts = range(0, n_out, rows)
+
+    def work(my_starts):
+        buf = _buffer(rows * n_in)
+        for r0 in my_starts:
+            r1 = min(r0 + rows, n_out)
+            w = widen(r0, r1, buf[: (r1 - r0) * n_in])                 # (rows, in) float32
+            np.matmul(x, w.T, out=out[:, r0:r1])                       # (T, rows)
+
+    with blas_threads(1):
+        list(_pool.map(work, [starts[i::_THREADS] for i in range(_THREADS)]))
+    return out

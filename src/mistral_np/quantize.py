@@ -21,7 +21,7 @@ import time
 
 import numpy as np
 
-from .bf16 import BF16, BLOCK_BYTES, _THREADS, _buffer, _pool, blas_threads
+from .bf16 import BF16, blocked_matmul_t
 
 SCALE_SUFFIX = "_scale"
 
@@ -48,24 +48,14 @@ class Int8:
         return np.asarray(self.q[index], np.float32) * self.scale[index][..., None]
 
     def matmul_t(self, x):
-        """x @ W.T for x (T, in): blocks of rows cast to float32 and multiplied on two threads."""
-        n_out, n_in = self.shape
-        rows = max(1, BLOCK_BYTES // (4 * n_in))
-        x = np.ascontiguousarray(x, np.float32)
-        out = np.empty((x.shape[0], n_out), np.float32)                # (T, out)
-        starts = range(0, n_out, rows)
-
-        def work(my_starts):
-            buf = _buffer(rows * n_in).view(np.float32)
-            for r0 in my_starts:
-                r1 = min(r0 + rows, n_out)
-                w = buf[: (r1 - r0) * n_in].reshape(r1 - r0, n_in)
-                np.copyto(w, self.q[r0:r1], casting="unsafe")          # int8 -> float32, exact
-                np.matmul(x, w.T, out=out[:, r0:r1])
-                out[:, r0:r1] *= self.scale[r0:r1]
-
-        with blas_threads(1):
-            list(_pool.map(work, [starts[i::_THREADS] for i in range(_THREADS)]))
+        """x @ W.T for x (T, in): blocks of rows cast to float32 as bf16's are widened, then the
+        row scales: x @ (q * s).T == (x @ q.T) * s."""
+        def widen(r0, r1, buf):
+            w = buf.view(np.float32).reshape(r1 - r0, -1)
+            np.copyto(w, self.q[r0:r1], casting="unsafe")              # int8 -> float32, exact
+            return w
+        out = blocked_matmul_t(x, self.shape, widen)
+        out *= self.scale                                               # (T, out) * (out,)
         return out
 
 

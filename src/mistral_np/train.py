@@ -21,7 +21,7 @@ import time
 
 import numpy as np
 
-from .attention import softmax, window_mask
+from .attention import attention, window_mask
 from .checkpoint import LAYER_KEYS, expected_shapes
 from .config import ModelArgs
 from .layers import apply_rope, rms_norm, silu
@@ -87,23 +87,6 @@ def silu_backward(dy, a):
     return dy * s * (1.0 + a * (1.0 - s))
 
 
-def attention_forward(q, k, v, mask):
-    """Batched grouped-query attention that also returns the probabilities for the backward.
-
-    q (B, T, H, hd), k, v (B, S, K, hd), mask (T, S) -> out (B, T, H*hd), probs (B, K, G, T, S).
-    The same computation as attention.attention, with a batch axis in front."""
-    B, T, H, hd = q.shape
-    K = k.shape[2]
-    G = H // K
-    qg = q.reshape(B, T, K, G, hd).transpose(0, 2, 3, 1, 4)              # (B, K, G, T, hd)
-    kt = k.transpose(0, 2, 3, 1)[:, :, None]                             # (B, K, 1, hd, S)
-    vt = v.transpose(0, 2, 1, 3)[:, :, None]                             # (B, K, 1, S, hd)
-    scores = (qg @ kt) * q.dtype.type(1 / math.sqrt(hd))                 # (B, K, G, T, S)
-    probs = softmax(np.where(mask, scores, -np.inf))
-    out = probs @ vt                                                     # (B, K, G, T, hd)
-    return out.transpose(0, 3, 1, 2, 4).reshape(B, T, H * hd), probs
-
-
 def attention_backward(dout, q, k, v, probs):
     """dout (B, T, H*hd) -> dq (B, T, H, hd), dk, dv (B, S, K, hd).
 
@@ -150,7 +133,7 @@ def block_forward(x, p, args, positions, mask):
     v = (h1 @ p["wv"].T).reshape(B, T, K, hd)
     q = apply_rope(q, positions, args.rope_theta, args.rope_layout)
     k = apply_rope(k, positions, args.rope_theta, args.rope_layout)
-    att, probs = attention_forward(q, k, v, mask)                        # (B, T, H*hd)
+    att, probs = attention(q, k, v, mask, return_probs=True)             # (B, T, H*hd)
     h = x + att @ p["wo"].T                                              # (B, T, D)
     h2 = rms_norm(h, p["ffn_norm"], eps)
     a = h2 @ p["w1"].T                                                   # (B, T, hidden_dim): gate
