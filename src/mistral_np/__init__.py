@@ -8,7 +8,9 @@
     cache       the rolling buffer KV cache
     model       the transformer block and the Model (forward, new_cache, prefill)
     checkpoint  load(path) for Hugging Face's and Mistral's layouts, save()
-    tokenizer   SentencePiece with streaming-safe decoding
+    quants      GGML's block types (Q8_0, Q4_0, Q4_1, ...) as weights; kquants: the K-quants
+    gguf        reading llama.cpp's GGUF files: metadata, tensors, a Model
+    tokenizer   SentencePiece with streaming-safe decoding; gguf_tokenizer: BPE from a GGUF file
     generate    sampling and the generation loop
 """
 from pathlib import Path
@@ -17,16 +19,20 @@ from .checkpoint import load, save
 from .config import MISTRAL_7B, ModelArgs, read_config
 from .generate import generate, generate_ids, sample
 from .model import Model, random_model
+from .gguf import find_gguf, is_gguf, read_metadata
+from .paths import DEFAULT_MODEL, REPO_ROOT, SMOLLM2_GGUF
 from .tokenizer import Tokenizer
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_MODEL = REPO_ROOT / "models" / "pocket-mistral"
 
-
-def load_tokenizer(model_dir=DEFAULT_MODEL):
-    """The tokenizer.model that sits beside a checkpoint's weights."""
-    return Tokenizer(Path(model_dir) / "tokenizer.model")
+def load_tokenizer(path=DEFAULT_MODEL):
+    """The tokenizer of a checkpoint: tokenizer.model beside its weights, or a GGUF file's own."""
+    if is_gguf(path):
+        from .gguf_tokenizer import tokenizer_from_gguf
+        file = find_gguf(path)
+        return tokenizer_from_gguf(read_metadata(file), file)
+    return Tokenizer(Path(path) / "tokenizer.model")
 
 
 __all__ = ["load", "save", "generate", "generate_ids", "sample", "Model", "random_model", "ModelArgs", "MISTRAL_7B",
-           "read_config", "Tokenizer", "load_tokenizer", "DEFAULT_MODEL"]
+           "read_config", "Tokenizer", "load_tokenizer", "DEFAULT_MODEL",
+           "REPO_ROOT", "SMOLLM2_GGUF"]

@@ -49,12 +49,13 @@ class RollingCache:
         if T == 1:
             # Decoding: the slot p mod W held position p - W, which p cannot see anyway,
             # so write first and attend over the buffer in place (no copy of the cache).
-            slot = positions[0] % W
+            # Slots fill in order 0, 1, 2, ... until the buffer wraps: attend over the filled ones only.
+            slot, filled = positions[0] % W, min(int(positions[0]) + 1, W)
             self.k[layer, slot], self.v[layer, slot] = k[0], v[0]
-            kpos = self.pos.copy()
+            kpos = self.pos[:filled].copy()
             kpos[slot] = positions[0]
             mask = window_mask(positions, kpos, W) & (kpos != EMPTY)
-            return attention(q, self.k[layer], self.v[layer], mask)
+            return attention(q, self.k[layer, :filled], self.v[layer, :filled], mask)
         # Pre-fill chunk: the chunk's keys may overwrite slots its own earlier queries still need,
         # so attend over [cached | chunk] first, with one mask over both, then write.
         held = self.pos != EMPTY

@@ -13,8 +13,10 @@ import numpy as np
 from .bf16 import BF16
 from .config import ModelArgs, read_config, to_hf_config, to_params
 from .layers import permute_halves_to_pairs, permute_pairs_to_halves
+from .gguf import is_gguf, load_gguf
 from .model import Model
 from .quantize import SCALE_SUFFIX, Int8
+from .quants import WIDEN_AT_LOAD_BYTES
 from .safetensors import load_file, read_header, save_file
 
 # Book (= Mistral) name -> Hugging Face name; {i} is the layer index.
@@ -35,7 +37,6 @@ HF_NAMES = {
 LAYER_KEYS = {"attention_norm": "attention_norm", "wq": "attention.wq", "wk": "attention.wk",
               "wv": "attention.wv", "wo": "attention.wo", "ffn_norm": "ffn_norm",
               "w1": "feed_forward.w1", "w2": "feed_forward.w2", "w3": "feed_forward.w3"}
-WIDEN_AT_LOAD_BYTES = 512 * 2**20   # smaller bf16 checkpoints are widened once, at load
 
 
 def expected_shapes(a: ModelArgs):
@@ -115,12 +116,16 @@ def missing_tensor_message(config, key, tensors, args):
             f"and does {config.name} belong to it?")
 
 
-def load(path, widen="auto") -> Model:
-    """A Model from a checkpoint directory in either layout. Nothing is copied but small tensors.
+def load(path, widen="auto", window=None) -> Model:
+    """A Model from a checkpoint directory in either layout, or from a GGUF file (or a folder
+    holding one). Nothing is copied but small tensors.
 
     widen: "auto" widens bf16 weights to float32 at load when the checkpoint is under 512 MiB
     (fast for small models); True always; False keeps them memory-mapped and widens per use.
+    window: for GGUF files only, the sliding window W when the file does not record one.
     """
+    if is_gguf(path):
+        return load_gguf(path, widen, window)
     model_dir = Path(path)
     args = read_config(model_dir)
     tensors = read_tensors(model_dir)
