@@ -82,17 +82,65 @@ def _header(entries):
     return struct.pack("<Q", len(text)) + text
 
 
-def quantize(model_dir, out_dir, log=print):
-    """Write an int8 copy of a checkpoint (either layout) into out_dir; returns out_dir."""
+def check_out_dir(model_dir, out_dir, force=False):
+    """Refuse an output that would overwrite the input, or a non-empty folder without force."""
+    src, dst = Path(model_dir).resolve(), Path(out_dir).resolve()
+    if dst == src or src in dst.parents:
+        raise ValueError(f"--out {out_dir} is {'the' if dst == src else 'inside the'} model folder "
+                         f"{model_dir}; writing there could destroy the weights being read; choose another folder")
+    if dst.exists() and not dst.is_dir():
+        raise ValueError(f"--out {out_dir} exists and is not a folder; choose another name")
+    if dst.is_dir() and any(dst.iterdir()) and not force:
+        raise ValueError(f"--out {out_dir} is not empty; choose a new folder, or pass --force to replace "
+                         "the checkpoint files in it")
+
+
+def _replace_files(out_dir, written):
+    """Move the finished files {final name: temporary path} into out_dir. Weight files of an older
+    checkpoint there go first, index first, so no state in between loads stale weights."""
+    stale = [out_dir / "model.safetensors.index.json"] + sorted(out_dir.glob("*.safetensors"))
+    stale += [out_dir / n for n in ("config.json", "params.json", "tokenizer.model") if n not in written]
+    for path in stale:
+        if path.name not in written and (path.is_file() or path.is_symlink()):
+            path.unlink()
+    for name, tmp in written.items():
+        tmp.replace(out_dir / name)                                  # atomic on one file system
+
+
+def quantize(model_dir, out_dir, log=print, force=False):
+    """Write an int8 copy of a checkpoint (either layout) into out_dir; returns out_dir.
+
+    Every file is written under a temporary name and renamed when complete, so an interrupted
+    run never leaves a truncated or mixed checkpoint; out_dir may not be (or be inside) model_dir,
+    and must be empty unless force.
+    """
     from .checkpoint import read_tensors
     model_dir, out_dir = Path(model_dir), Path(out_dir)
+    check_out_dir(model_dir, out_dir, force)
     tensors = read_tensors(model_dir)
     if any(n.endswith(SCALE_SUFFIX) for n in tensors):
         raise ValueError(f"{model_dir} is already quantized (it has *{SCALE_SUFFIX} tensors)")
     out_dir.mkdir(parents=True, exist_ok=True)
-    for name in ("config.json", "params.json", "tokenizer.model"):
-        if (model_dir / name).exists():
-            shutil.copyfile(model_dir / name, out_dir / name)
+    written = {}                                                     # final name -> temporary path
+    try:
+        for name in ("config.json", "params.json", "tokenizer.model"):
+            if (model_dir / name).exists():
+                written[name] = out_dir / f".{name}.partial"
+                shutil.copyfile(model_dir / name, written[name])
+        t0 = time.perf_counter()
+        written["model.safetensors"] = out_dir / ".model.safetensors.partial"
+        _write_int8(tensors, written["model.safetensors"])
+        _replace_files(out_dir, written)
+    finally:
+        for tmp in written.values():
+            tmp.unlink(missing_ok=True)                              # only left if something failed
+    log(f"wrote {out_dir / 'model.safetensors'} ({(out_dir / 'model.safetensors').stat().st_size:,} bytes) "
+        f"in {time.perf_counter() - t0:.0f} s")
+    return out_dir
+
+
+def _write_int8(tensors, path):
+    """One safetensors file: each matrix as I8 rows and F32 row scales, other tensors as they were."""
     entries = []
     for name in sorted(tensors):
         t = tensors[name]
@@ -100,8 +148,7 @@ def quantize(model_dir, out_dir, log=print):
             entries += [(name, "I8", t.shape), (name + SCALE_SUFFIX, "F32", t.shape[:1])]
         else:
             entries.append((name, "BF16" if isinstance(t, BF16) else "F32", t.shape))
-    t0 = time.perf_counter()
-    with open(out_dir / "model.safetensors", "wb") as f:
+    with open(path, "wb") as f:
         f.write(_header(entries))
         for name, dtype, _ in entries:
             if name.endswith(SCALE_SUFFIX):
@@ -118,9 +165,6 @@ def quantize(model_dir, out_dir, log=print):
                 q.tofile(f)
                 scales.append(s)
             np.concatenate(scales).tofile(f)                             # name_scale follows name
-    log(f"wrote {out_dir / 'model.safetensors'} ({(out_dir / 'model.safetensors').stat().st_size:,} bytes) "
-        f"in {time.perf_counter() - t0:.0f} s")
-    return out_dir
 
 
 def agreement(model_a, model_b, tokens):
@@ -133,7 +177,7 @@ def agreement(model_a, model_b, tokens):
 
 
 def cmd_quantize(a):
-    quantize(a.model, a.out)
+    quantize(a.model, a.out, force=a.force)
     if a.check:
         from . import load
         rng = np.random.default_rng(0)
@@ -149,7 +193,9 @@ def add_cli(subparsers):
     from . import DEFAULT_MODEL
     q = subparsers.add_parser("quantize", help="write an int8 (per-row scale) copy of a checkpoint")
     q.add_argument("--model", default=str(DEFAULT_MODEL), help="checkpoint folder to read")
-    q.add_argument("--out", required=True, help="folder to write")
+    q.add_argument("--out", required=True, help="folder to write (new or empty)")
+    q.add_argument("--force", action="store_true",
+                   help="replace the checkpoint files of a non-empty --out folder (default: refuse)")
     q.add_argument("--check", type=int, default=0, metavar="T",
                    help="then compare the two models' logits on T random tokens")
     q.set_defaults(run=cmd_quantize)

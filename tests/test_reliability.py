@@ -1,0 +1,100 @@
+"""Broken and hostile inputs: each ends in one clear line (the file and the problem), never in a
+traceback, a hang, a silently wrong answer or lost data. Small copies of the fixtures are broken
+on purpose in tmp_path; the sources are checked to be unchanged where a command could touch them.
+"""
+import hashlib
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+import mistral_np
+from mistral_np.quantize import quantize
+
+from helpers import TINY_BF16, TINY_HF
+
+QUIET = dict(log=lambda *a: None)
+
+
+def digest(folder):
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+@pytest.fixture
+def hf(tmp_path):
+    d = tmp_path / "model"
+    shutil.copytree(TINY_HF, d)
+    return d
+
+
+@pytest.fixture
+def sharded(tmp_path):
+    d = tmp_path / "sharded"
+    shutil.copytree(TINY_BF16, d)
+    return d
+
+
+def one_line(e):
+    msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+    assert "\n" not in msg, msg
+    return msg
+
+
+# 1. quantize never writes over its input and never leaves a stale or partial checkpoint.
+
+@pytest.mark.parametrize("where", ["same", "symlink", "inside", "dot"])
+def test_quantize_refuses_to_write_into_the_model(hf, tmp_path, where):
+    before = digest(hf)
+    out = {"same": hf, "inside": hf / "int8", "dot": hf / "sub" / ".."}.get(where)
+    if where == "symlink":
+        out = tmp_path / "link"
+        out.symlink_to(hf)
+    with pytest.raises(ValueError, match="model folder") as e:
+        quantize(hf, out, **QUIET)
+    assert str(out) in one_line(e.value) and digest(hf) == before
+    assert not (hf / "int8").exists()
+
+
+def test_quantize_refuses_a_non_empty_folder_without_force(hf, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match="not empty; .* --force") as e:
+        quantize(hf, out, **QUIET)
+    one_line(e.value)
+    assert [p.name for p in out.iterdir()] == ["notes.txt"]
+    quantize(hf, out, force=True, **QUIET)
+    assert (out / "notes.txt").read_text() == "mine"                 # only checkpoint files replaced
+    assert mistral_np.load(out).weights["layers"][0]["wq"].dtype == "int8"
+
+
+def test_quantize_over_a_sharded_checkpoint_leaves_no_stale_index(sharded, tmp_path):
+    out = tmp_path / "out"
+    shutil.copytree(sharded, out)
+    quantize(TINY_HF, out, force=True, **QUIET)
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "generation_config.json",
+                                                     "model.safetensors"]
+    assert mistral_np.load(out).weights["layers"][0]["wq"].dtype == "int8"
+
+
+def test_quantize_interrupted_leaves_nothing_behind(hf, tmp_path, monkeypatch):
+    import mistral_np.quantize as qmod
+    out = tmp_path / "out"
+    quantize(hf, out, **QUIET)
+    before = digest(out)
+
+    def fail(*a):
+        raise MemoryError("simulated")
+    monkeypatch.setattr(qmod, "quantize_rows", fail)
+    with pytest.raises(MemoryError):
+        quantize(hf, out, force=True, **QUIET)
+    assert digest(out) == before and not any(p.name.startswith(".") for p in out.iterdir())
+
+
+def test_quantize_cli_refuses_out_equal_to_model(hf, capsys):
+    from mistral_np.__main__ import main
+    before = digest(hf)
+    assert main(["quantize", "--model", str(hf), "--out", str(hf)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "Traceback" not in err and digest(hf) == before
