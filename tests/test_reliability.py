@@ -2,9 +2,11 @@
 traceback, a hang, a silently wrong answer or lost data. Small copies of the fixtures are broken
 on purpose in tmp_path; the sources are checked to be unchanged where a command could touch them.
 """
+from contextlib import contextmanager
 import hashlib
 import os
 import shutil
+import signal
 
 import numpy as np
 import pytest
@@ -33,6 +35,20 @@ def sharded(tmp_path):
     d = tmp_path / "sharded"
     shutil.copytree(TINY_BF16, d)
     return d
+
+
+@contextmanager
+def within(seconds=10):
+    """Fail instead of hanging: a blocked open() or read() is interrupted by the alarm."""
+    def timeout(*a):
+        raise TimeoutError(f"still running after {seconds} s")
+    old = signal.signal(signal.SIGALRM, timeout)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
 
 
 def one_line(e):
@@ -98,3 +114,32 @@ def test_quantize_cli_refuses_out_equal_to_model(hf, capsys):
     assert main(["quantize", "--model", str(hf), "--out", str(hf)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "Traceback" not in err and digest(hf) == before
+
+
+# 2. A FIFO, a folder or a device where a file should be: one line naming it, never a hang.
+
+@pytest.mark.parametrize("name", ["model.safetensors", "config.json", "tokenizer.model",
+                                  "model.safetensors.index.json"])
+@pytest.mark.parametrize("kind", ["fifo", "folder"])
+def test_non_regular_files_are_refused(hf, name, kind):
+    target = hf / name
+    target.unlink(missing_ok=True)
+    os.mkfifo(target) if kind == "fifo" else target.mkdir()
+    with within(10), pytest.raises(ValueError) as e:
+        mistral_np.load_tokenizer(hf) if name == "tokenizer.model" else mistral_np.load(hf)
+    msg = one_line(e.value)
+    assert msg.startswith(str(target)) and "not a regular file" in msg
+    assert ("FIFO" if kind == "fifo" else "folder") in msg
+
+
+def test_a_link_to_a_regular_file_is_fine(hf, tmp_path):
+    (hf / "model.safetensors").rename(tmp_path / "elsewhere.safetensors")
+    (hf / "model.safetensors").symlink_to(tmp_path / "elsewhere.safetensors")
+    assert mistral_np.load(hf).args.n_layers == 2
+
+
+def test_device_as_weights_is_refused(hf):
+    (hf / "model.safetensors").unlink()
+    (hf / "model.safetensors").symlink_to("/dev/zero")
+    with within(10), pytest.raises(ValueError, match="a device or socket, not a regular file"):
+        mistral_np.load(hf)

@@ -15,6 +15,7 @@ from .config import ModelArgs, read_config, to_hf_config, to_params
 from .layers import permute_halves_to_pairs, permute_pairs_to_halves
 from .gguf import is_gguf, load_gguf
 from .model import Model
+from .paths import require_regular_file
 from .quantize import SCALE_SUFFIX, Int8
 from .quants import WIDEN_AT_LOAD_BYTES
 from .safetensors import load_file, read_header, save_file
@@ -71,6 +72,7 @@ def checkpoint_files(model_dir):
     model_dir = Path(model_dir)
     index = model_dir / "model.safetensors.index.json"
     if index.exists():
+        require_regular_file(index, "safetensors index")
         try:
             weight_map = json.loads(index.read_text())["weight_map"]
         except (json.JSONDecodeError, KeyError) as e:

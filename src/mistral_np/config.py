@@ -7,6 +7,8 @@ from dataclasses import dataclass, asdict
 from pathlib import Path
 import json
 
+from .paths import require_regular_file
+
 
 @dataclass(frozen=True)
 class ModelArgs:
@@ -124,9 +126,10 @@ def read_config(model_dir) -> ModelArgs:
     for name, parse in (("config.json", from_hf_config), ("params.json", from_params)):
         path = model_dir / name
         if path.exists():
+            require_regular_file(path, "config")
             try:
-                cfg = json.loads(path.read_text())
-            except json.JSONDecodeError as e:
+                cfg = json.loads(path.read_bytes())
+            except (json.JSONDecodeError, UnicodeDecodeError) as e:
                 raise ValueError(f"{path}: not valid JSON ({e}); re-download the file") from None
             return parse(cfg, path)
     raise FileNotFoundError(f"{model_dir} has neither config.json (Hugging Face layout) nor "

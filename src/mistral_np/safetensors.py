@@ -15,6 +15,7 @@ import struct
 import numpy as np
 
 from .bf16 import BF16, f32_to_bf16_bits
+from .paths import require_regular_file
 
 DTYPES = {"F32": np.float32, "F16": np.float16, "BF16": np.uint16, "F64": np.float64,
           "I64": np.int64, "I32": np.int32, "I16": np.int16, "I8": np.int8, "U8": np.uint8,
@@ -27,6 +28,7 @@ def read_header(path):
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: file not found; download it again or check the folder")
+    require_regular_file(path, "weights file")
     size = path.stat().st_size
     with open(path, "rb") as f:
         head = f.read(8)

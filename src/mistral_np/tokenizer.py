@@ -8,11 +8,15 @@ from pathlib import Path
 
 import sentencepiece as spm
 
+from .paths import require_regular_file
+
 
 class Tokenizer:
     def __init__(self, path):
         path = Path(path)
-        if not path.is_file():
+        if path.exists():
+            require_regular_file(path, "tokenizer")
+        else:
             raise FileNotFoundError(f"tokenizer file {path} not found; for Mistral 7B it is tokenizer.model "
                                     "beside the weights (for the book: python tools/fetch_data.py)")
         self.path = path
