@@ -8,12 +8,23 @@ import time
 from . import DEFAULT_MODEL, generate, load, load_tokenizer
 
 
+def chat_text(model_path, user_message):
+    """The prompt a chat model expects for one user message, from its GGUF file's chat template."""
+    from .gguf import find_gguf, is_gguf, read_metadata
+    from .gguf_tokenizer import chat_prompt
+    if not is_gguf(model_path):
+        raise ValueError(f"--chat needs a model with a chat template (a GGUF file such as SmolLM2's); "
+                         f"{model_path} has none")
+    return chat_prompt(read_metadata(find_gguf(model_path)), [{"role": "user", "content": user_message}])
+
+
 def cmd_generate(a):
     model = load(a.model)
     tokenizer = load_tokenizer(a.model)
+    prompt = chat_text(a.model, a.prompt) if a.chat else a.prompt
     t0, n = time.perf_counter(), 0
-    sys.stdout.write(a.prompt)
-    for piece in generate(model, tokenizer, a.prompt, a.max_new_tokens, a.temperature, a.top_k,
+    sys.stdout.write(a.prompt + ("\n" if a.chat else ""))
+    for piece in generate(model, tokenizer, prompt, a.max_new_tokens, a.temperature, a.top_k,
                           a.top_p, a.seed):
         sys.stdout.write(piece)
         sys.stdout.flush()
@@ -27,7 +38,10 @@ def main(argv=None):
     sub = p.add_subparsers(dest="command", required=True)
     g = sub.add_parser("generate", help="generate text from a prompt")
     g.add_argument("prompt")
-    g.add_argument("--model", default=str(DEFAULT_MODEL), help="checkpoint folder (default: the pocket model)")
+    g.add_argument("--model", default=str(DEFAULT_MODEL),
+                   help="checkpoint folder, or a .gguf file (default: the pocket model)")
+    g.add_argument("--chat", action="store_true",
+                   help="send the prompt as a user message through the model's chat template (GGUF)")
     g.add_argument("--max-new-tokens", type=int, default=200)
     g.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
     g.add_argument("--top-k", type=int, default=0)

@@ -70,8 +70,11 @@ def _token_stream(model, prompt_ids, max_new_tokens, temperature, top_k, top_p, 
 
 def generate(model, tokenizer, prompt, max_new_tokens=64, temperature=0.0, top_k=0, top_p=1.0,
              seed=None, chunk_size=None, stop_at_eos=True):
-    """An iterator of text pieces, decoded as the tokens come (print them as they arrive)."""
-    prompt_ids = tokenizer.encode(prompt, bos=True)
+    """An iterator of text pieces, decoded as the tokens come (print them as they arrive).
+
+    The prompt starts with BOS where the tokenizer's model wants it (Mistral: yes; SmolLM2: no).
+    """
+    prompt_ids = tokenizer.encode(prompt)
     tokens = generate_ids(model, prompt_ids, max_new_tokens, temperature, top_k, top_p, seed,
                           chunk_size, stop_at_eos, tokenizer.eos_id)
     return _text_stream(tokens, StreamDecoder(tokenizer, prompt_ids), tokenizer.eos_id, stop_at_eos)

@@ -27,10 +27,12 @@ class Tokenizer:
     def __repr__(self):
         return f"Tokenizer({self.path.name}, vocab_size={self.vocab_size})"
 
-    def encode(self, text, bos=True):
+    add_bos = True    # Mistral's prompts start with BOS (the GGUF tokenizers read this from the file)
+
+    def encode(self, text, bos=None):
         if not isinstance(text, str):
             raise TypeError(f"encode: text must be a str, got {type(text).__name__}")
-        return ([self.bos_id] if bos else []) + self.sp.encode(text)
+        return ([self.bos_id] if (self.add_bos if bos is None else bos) else []) + self.sp.encode(text)
 
     def decode(self, ids):
         return self.sp.decode([int(i) for i in ids])
