@@ -143,3 +143,63 @@ def test_device_as_weights_is_refused(hf):
     (hf / "model.safetensors").symlink_to("/dev/zero")
     with within(10), pytest.raises(ValueError, match="a device or socket, not a regular file"):
         mistral_np.load(hf)
+
+
+# 3. safetensors headers: offsets tile the data exactly; every JSON type checked.
+
+def raw_safetensors(path, header, data=b""):
+    import json
+    import struct
+    text = json.dumps(header).encode()
+    path.write_bytes(struct.pack("<Q", len(text)) + text + data)
+    return path
+
+
+def f32(shape, begin, end):
+    return {"dtype": "F32", "shape": shape, "data_offsets": [begin, end]}
+
+
+BAD_HEADERS = {
+    "overlap": ({"a": f32([2], 0, 8), "b": f32([2], 4, 12)}, 12),
+    "gap": ({"a": f32([2], 0, 8), "b": f32([2], 12, 20)}, 20),
+    "not from 0": ({"a": f32([2], 4, 12)}, 12),
+    "extra bytes at the end": ({"a": f32([2], 0, 8)}, 12),
+    "same bytes twice": ({"a": f32([2], 0, 8), "b": f32([2], 0, 8)}, 8),
+    "dtype null": ({"a": {"dtype": None, "shape": [2], "data_offsets": [0, 8]}}, 8),
+    "dtype list": ({"a": {"dtype": ["F32"], "shape": [2], "data_offsets": [0, 8]}}, 8),
+    "dtype number": ({"a": {"dtype": 4, "shape": [2], "data_offsets": [0, 8]}}, 8),
+    "shape null": ({"a": {"dtype": "F32", "shape": None, "data_offsets": [0, 8]}}, 8),
+    "shape string": ({"a": {"dtype": "F32", "shape": "2", "data_offsets": [0, 8]}}, 8),
+    "shape of bools": ({"a": {"dtype": "F32", "shape": [True, True], "data_offsets": [0, 4]}}, 4),
+    "shape of floats": ({"a": {"dtype": "F32", "shape": [2.0], "data_offsets": [0, 8]}}, 8),
+    "negative dim": ({"a": {"dtype": "F32", "shape": [-2, -1], "data_offsets": [0, 8]}}, 8),
+    "huge empty shape": ({"a": {"dtype": "F32", "shape": [0, 2**40, 2**40], "data_offsets": [0, 0]}}, 0),
+    "offsets null": ({"a": {"dtype": "F32", "shape": [2], "data_offsets": None}}, 8),
+    "offsets bools": ({"a": {"dtype": "U8", "shape": [1], "data_offsets": [False, True]}}, 1),
+    "offsets strings": ({"a": {"dtype": "F32", "shape": [2], "data_offsets": ["0", "8"]}}, 8),
+    "three offsets": ({"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8, 8]}}, 8),
+    "reversed offsets": ({"a": {"dtype": "F32", "shape": [0], "data_offsets": [8, 0]}}, 8),
+    "entry a string": ({"a": "F32"}, 0),
+    "entry a list": ({"a": ["F32", [2], [0, 8]]}, 8),
+    "metadata a list": ({"__metadata__": ["format", "pt"], "a": f32([2], 0, 8)}, 8),
+    "header a list": ([f32([2], 0, 8)], 8),
+}
+
+
+@pytest.mark.parametrize("case", BAD_HEADERS)
+def test_bad_safetensors_headers(tmp_path, case):
+    from mistral_np.safetensors import load_file
+    header, n_data = BAD_HEADERS[case]
+    path = raw_safetensors(tmp_path / "w.safetensors", header, bytes(n_data))
+    with pytest.raises(ValueError) as e:
+        load_file(path)
+    assert one_line(e.value).startswith(str(path))
+
+
+def test_good_header_in_any_order_loads(tmp_path):
+    from mistral_np.safetensors import load_file
+    data = np.arange(5, dtype=np.float32).tobytes()
+    path = raw_safetensors(tmp_path / "w.safetensors", {"b": f32([3], 8, 20), "a": f32([2], 0, 8),
+                                                        "e": f32([0], 20, 20)}, data)
+    t = load_file(path)
+    assert t["a"].tolist() == [0, 1] and t["b"].tolist() == [2, 3, 4] and t["e"].shape == (0,)

@@ -10,6 +10,7 @@ NumPy has no bfloat16. A bf16 number is the top half of a float32, so bf16 tenso
 """
 from pathlib import Path
 import json
+import math
 import struct
 
 import numpy as np
@@ -44,29 +45,62 @@ def read_header(path):
                              "the file is truncated or not safetensors; download it again")
         try:
             header = json.loads(f.read(n))
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise ValueError(f"{path}: the JSON header is corrupt ({e}); download the file again") from None
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
+            raise ValueError(f"{path}: the JSON header is corrupt ({str(e)[:80]}); download the file again") from None
     if not isinstance(header, dict):
         raise ValueError(f"{path}: the JSON header is not an object; download the file again")
-    metadata = header.pop("__metadata__", {}) or {}
+    metadata = header.pop("__metadata__", None) or {}
+    if not isinstance(metadata, dict):
+        raise ValueError(f"{path}: __metadata__ is a {type(metadata).__name__}, not an object; the header is corrupt")
     data_start = 8 + n
+    spans = []                                                   # (begin, end, name)
     for name, info in header.items():
-        try:
-            dtype, shape, (begin, end) = info["dtype"], info["shape"], info["data_offsets"]
-        except (KeyError, TypeError, ValueError):
-            raise ValueError(f"{path}: header entry for {name!r} lacks dtype/shape/data_offsets; "
-                             "the file is corrupt; download it again") from None
-        if dtype not in DTYPES:
-            raise ValueError(f"{path}: tensor {name!r} has dtype {dtype!r}, which this reader does not "
-                             f"support (supported: {', '.join(DTYPES)}); convert the checkpoint to BF16/F16/F32")
-        expected = int(np.prod(shape, dtype=np.int64)) * np.dtype(DTYPES[dtype]).itemsize
-        if end - begin != expected or begin < 0:
+        dtype, shape, (begin, end) = _entry(path, name, info)
+        itemsize = np.dtype(DTYPES[dtype]).itemsize
+        if math.prod(max(d, 1) for d in shape) * itemsize >= 2**62:
+            raise ValueError(f"{path}: tensor {name!r} has shape {shape}, too large for any file; the header is corrupt")
+        expected = math.prod(shape) * itemsize
+        if end - begin != expected:
             raise ValueError(f"{path}: tensor {name!r} has offsets [{begin}, {end}) for shape {shape} "
                              f"{dtype} ({expected} bytes); the header is corrupt")
         if data_start + end > size:
             raise ValueError(f"{path}: tensor {name!r} ends at byte {data_start + end} but the file has "
                              f"only {size} bytes: the file is truncated; download it again")
+        spans.append((begin, end, name))
+    # As the format's reference reader does: the tensors tile the data exactly, from 0 to its end.
+    at = 0
+    for begin, end, name in sorted(spans):
+        if begin != at:
+            raise ValueError(f"{path}: tensor {name!r} starts at data byte {begin} but the one before ends at "
+                             f"{at} ({'an overlap' if begin < at else 'a gap'}); the header is corrupt")
+        at = end
+    if data_start + at != size:
+        raise ValueError(f"{path}: the tensors end at byte {data_start + at} but the file has {size} bytes; "
+                         "the file is corrupt or not safetensors; download it again")
     return header, metadata, data_start
+
+
+def _entry(path, name, info):
+    """(dtype, shape, (begin, end)) of one header entry, each of the right JSON type."""
+    def bad(what):
+        return ValueError(f"{path}: header entry for {name!r} {what}; the file is corrupt; download it again")
+
+    if not isinstance(info, dict) or not {"dtype", "shape", "data_offsets"} <= info.keys():
+        raise bad("lacks dtype/shape/data_offsets")
+    dtype, shape, offsets = info["dtype"], info["shape"], info["data_offsets"]
+
+    def naturals(v):
+        return isinstance(v, list) and all(type(x) is int and x >= 0 for x in v)
+    if not isinstance(dtype, str):
+        raise bad(f"has dtype {dtype!r}, not a string")
+    if dtype not in DTYPES:
+        raise ValueError(f"{path}: tensor {name!r} has dtype {dtype!r}, which this reader does not "
+                         f"support (supported: {', '.join(DTYPES)}); convert the checkpoint to BF16/F16/F32")
+    if not naturals(shape):
+        raise bad(f"has shape {str(shape)[:60]}, not a list of integers >= 0")
+    if not naturals(offsets) or len(offsets) != 2 or offsets[0] > offsets[1]:
+        raise bad(f"has data_offsets {str(offsets)[:60]}, not [begin, end] with 0 <= begin <= end")
+    return dtype, shape, offsets
 
 
 def load_file(path):
