@@ -145,7 +145,7 @@ def run(model_dir, prompt_tokens=128, decode_tokens=8, contexts=(), seed=0, log=
     r["weights_dtype"] = str(model.weights["output"].dtype)
     r["weight_bytes_per_token"] = weight_bytes_per_token(model)
     log(f"loaded {model_dir} in {seconds(r['load_s'])}: {r['params']:,} parameters, "
-        f"{r['weights_dtype']}{' memory-mapped' if r['weights_dtype'] in ('bfloat16', 'int8') else ''}; "
+        f"{r['weights_dtype']}{'' if isinstance(model.weights['output'], np.ndarray) else ' memory-mapped'}; "
         f"{size(r['weight_bytes_per_token'])} of weights read per token")
     bw_best, bw_median = read_bandwidth()
     r["bandwidth_best_GBps"], r["bandwidth_median_GBps"] = bw_best / 1e9, bw_median / 1e9
@@ -178,6 +178,7 @@ def run(model_dir, prompt_tokens=128, decode_tokens=8, contexts=(), seed=0, log=
                "rss": mem.get("Rss"), "anonymous": mem.get("Anonymous"),
                "private_dirty": mem.get("Private_Dirty"), "cache_bytes": cache.nbytes}
         log(f"decode after {label}: min {seconds(row['min_s'])}, median {seconds(row['median_s'])} per token "
+            f"({1 / row['median_s']:.3g} tokens/s) "
             f"(first {seconds(times[0])}); floor {seconds(floor_best)} (at median bandwidth "
             f"{seconds(floor_median)}) to read {size(n_bytes)}; median / floor {row['ratio']:.1f}")
         if mem:
@@ -226,8 +227,8 @@ def machine():
 
 def add_cli(subparsers):
     b = subparsers.add_parser("bench", help="measure load time, pre-fill and decode speed, memory")
-    from . import DEFAULT_MODEL
-    b.add_argument("--model", default=str(DEFAULT_MODEL), help="checkpoint folder")
+    from .paths import DEFAULT_MODEL
+    b.add_argument("--model", default=str(DEFAULT_MODEL), help="checkpoint folder or .gguf file")
     b.add_argument("--prompt-tokens", type=int, default=128)
     b.add_argument("--decode-tokens", type=int, default=8)
     b.add_argument("--context", type=int, nargs="*", default=[],
