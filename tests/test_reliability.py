@@ -203,3 +203,69 @@ def test_good_header_in_any_order_loads(tmp_path):
                                                         "e": f32([0], 20, 20)}, data)
     t = load_file(path)
     assert t["a"].tolist() == [0, 1] and t["b"].tolist() == [2, 3, 4] and t["e"].shape == (0,)
+
+
+# 4. One name, one shard: duplicates are refused, the index is obeyed, shard names stay inside.
+
+def index_of(d):
+    import json
+    return json.loads((d / "model.safetensors.index.json").read_text())
+
+
+def write_index(d, index):
+    import json
+    (d / "model.safetensors.index.json").write_text(json.dumps(index))
+
+
+def test_same_tensor_in_two_files_is_refused(hf):
+    from mistral_np.safetensors import load_file, save_file
+    t = load_file(hf / "model.safetensors")
+    save_file(hf / "model-extra.safetensors", {"model.norm.weight": 2 * np.asarray(t["model.norm.weight"])})
+    with pytest.raises(ValueError) as e:
+        mistral_np.load(hf)
+    msg = one_line(e.value)
+    assert "'model.norm.weight' is in both model-extra.safetensors and model.safetensors" in msg
+
+
+def test_index_decides_where_each_tensor_is(sharded):
+    from mistral_np.safetensors import load_file, save_file
+    index = index_of(sharded)
+    name, shard = next(iter(index["weight_map"].items()))
+    other = next(s for s in set(index["weight_map"].values()) if s != shard)
+    index["weight_map"][name] = other                               # the index points elsewhere
+    write_index(sharded, index)
+    with pytest.raises(ValueError) as e:
+        mistral_np.load(sharded)
+    assert f"says tensor {name!r} is in {other} but it is in {shard}" in one_line(e.value)
+    index["weight_map"][name] = shard
+    write_index(sharded, index)
+    tensors = load_file(sharded / other)                            # a copy of it in the other shard
+    tensors[name] = np.asarray(load_file(sharded / shard)[name].to_f32())
+    save_file(sharded / other, {k: (v.to_f32() if hasattr(v, "to_f32") else v) for k, v in tensors.items()},
+              dtype="BF16")
+    with pytest.raises(ValueError, match=f"'{name}' is in both"):
+        mistral_np.load(sharded)
+
+
+@pytest.mark.parametrize("shard", ["../model.safetensors", "/etc/passwd", "sub/../../x.safetensors", ""])
+def test_index_shard_names_stay_inside_the_folder(sharded, shard):
+    index = index_of(sharded)
+    index["weight_map"][next(iter(index["weight_map"]))] = shard
+    write_index(sharded, index)
+    with pytest.raises(ValueError, match="points outside the model folder") as e:
+        mistral_np.load(sharded)
+    one_line(e.value)
+
+
+@pytest.mark.parametrize("index", [[], {"weight_map": []}, {"weight_map": {"a": 1}}, {"weight_map": None},
+                                   "text", {"metadata": {}}])
+def test_index_of_the_wrong_json_type(sharded, index):
+    write_index(sharded, index)
+    with pytest.raises(ValueError, match="index") as e:
+        mistral_np.load(sharded)
+    assert one_line(e.value).startswith(str(sharded / "model.safetensors.index.json"))
+
+
+def test_both_layouts_in_one_folder_load_the_hugging_face_one(hf):
+    shutil.copy(hf / "model.safetensors", hf / "consolidated.safetensors")
+    assert mistral_np.load(hf).args.rope_layout == "halves"

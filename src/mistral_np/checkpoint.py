@@ -67,23 +67,41 @@ def hf_name(name):
     return HF_NAMES[name]
 
 
+def read_index(model_dir):
+    """{tensor name: shard name} of model.safetensors.index.json, or None without an index.
+    Shard names must stay inside the model folder."""
+    index = Path(model_dir) / "model.safetensors.index.json"
+    if not index.exists():
+        return None
+    require_regular_file(index, "safetensors index")
+    try:
+        weight_map = json.loads(index.read_bytes())["weight_map"]
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as e:
+        raise ValueError(f"{index}: not a valid safetensors index ({type(e).__name__}: {e}); "
+                         "download it again") from None
+    if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+        raise ValueError(f"{index}: weight_map must map tensor names to shard file names; download it again")
+    for shard in set(weight_map.values()):
+        if not shard or Path(shard).is_absolute() or ".." in Path(shard).parts:
+            raise ValueError(f"{index}: shard name {shard!r} points outside the model folder; "
+                             "this index is corrupt or hostile; download it again")
+    return weight_map
+
+
 def checkpoint_files(model_dir):
     """The safetensors files of a checkpoint, checking an index's shards all exist."""
     model_dir = Path(model_dir)
-    index = model_dir / "model.safetensors.index.json"
-    if index.exists():
-        require_regular_file(index, "safetensors index")
-        try:
-            weight_map = json.loads(index.read_text())["weight_map"]
-        except (json.JSONDecodeError, KeyError) as e:
-            raise ValueError(f"{index}: not a valid safetensors index ({e}); download it again") from None
+    weight_map = read_index(model_dir)
+    if weight_map is not None:
         shards = sorted(set(weight_map.values()))
         missing = [s for s in shards if not (model_dir / s).exists()]
         if missing:
-            raise FileNotFoundError(f"{index} lists shard(s) {', '.join(missing)} that are not in "
+            raise FileNotFoundError(f"{model_dir / 'model.safetensors.index.json'} lists shard(s) "
+                                    f"{', '.join(missing)} that are not in "
                                     f"{model_dir}; download every model-*.safetensors file")
         return [model_dir / s for s in shards]
-    files = sorted(model_dir.glob("model*.safetensors")) + sorted(model_dir.glob("consolidated*.safetensors"))
+    # Mistral's repositories may hold both layouts: the Hugging Face files win, as config.json does.
+    files = sorted(model_dir.glob("model*.safetensors")) or sorted(model_dir.glob("consolidated*.safetensors"))
     if not files:
         pickles = sorted(p.name for ext in ("bin", "pth", "pt") for p in model_dir.glob(f"*.{ext}"))
         found = (f" (found {', '.join(pickles)}: PyTorch pickles, which this reader does not open "
@@ -95,10 +113,25 @@ def checkpoint_files(model_dir):
 
 
 def read_tensors(model_dir):
-    """{name: memory-mapped array} over all shards of a checkpoint."""
-    tensors = {}
+    """{name: memory-mapped array} over all shards of a checkpoint. Each name must be in exactly
+    one shard, and with an index, in the shard the index names: never a silent choice."""
+    model_dir = Path(model_dir)
+    tensors, shard_of = {}, {}
     for path in checkpoint_files(model_dir):
-        tensors.update(load_file(path))
+        shard = path.relative_to(model_dir)
+        for name, t in load_file(path).items():
+            if name in shard_of:
+                raise ValueError(f"{model_dir}: tensor {name!r} is in both {shard_of[name]} and {shard}; "
+                                 "remove the shards that do not belong to this checkpoint")
+            tensors[name], shard_of[name] = t, shard
+    weight_map = read_index(model_dir)
+    if weight_map is not None:
+        index = model_dir / "model.safetensors.index.json"
+        for name in sorted(set(weight_map) | set(tensors)):
+            if name not in tensors or name not in weight_map or Path(weight_map[name]) != shard_of[name]:
+                raise ValueError(f"{index} says tensor {name!r} is in {weight_map.get(name, 'no shard')} but it is "
+                                 f"in {shard_of.get(name, 'none')}; the index and the shards do not belong "
+                                 "together; download them again")
     return tensors
 
 
