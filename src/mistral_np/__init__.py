@@ -20,6 +20,7 @@ from .config import MISTRAL_7B, ModelArgs, read_config
 from .generate import generate, generate_ids, sample
 from .model import Model, random_model
 from .gguf import find_gguf, is_gguf, read_metadata
+from .gguf_tokenizer import tokenizer_from_gguf
 from .paths import DEFAULT_MODEL, REPO_ROOT, SMOLLM2_GGUF
 from .tokenizer import Tokenizer
 
@@ -27,7 +28,6 @@ from .tokenizer import Tokenizer
 def load_tokenizer(path=DEFAULT_MODEL):
     """The tokenizer of a checkpoint: tokenizer.model beside its weights, or a GGUF file's own."""
     if is_gguf(path):
-        from .gguf_tokenizer import tokenizer_from_gguf
         file = find_gguf(path)
         return tokenizer_from_gguf(read_metadata(file), file)
     return Tokenizer(Path(path) / "tokenizer.model")

@@ -18,10 +18,7 @@ block of rows into float32 only inside `matmul_t`, right before the product.
 import numpy as np
 
 from .bf16 import blocked_matmul_t, bf16_bits_to_f32
-try:
-    from .kquants import K_QUANTS
-except ImportError:  # TEMP until kquants lands
-    K_QUANTS = {}
+from .kquants import K_QUANTS, random_blocks as random_k_blocks
 
 WIDEN_AT_LOAD_BYTES = 512 * 2**20   # checkpoints smaller than this are widened to float32 at load
 
@@ -163,7 +160,6 @@ def random_blocks(type_id, n_blocks, rng, scale=0.02):
             return (w.view(np.uint32) >> 16).astype(np.uint16).view(np.uint8).reshape(n_blocks, 2)
         return w.astype(np.float32 if name == "F32" else np.float16).view(np.uint8).reshape(n_blocks, size)
     if type_id in K_QUANTS:
-        from .kquants import random_blocks as random_k_blocks
         return random_k_blocks(type_id, n_blocks, rng)
     blocks = rng.integers(0, 256, (n_blocks, size), dtype=np.uint8)
     d = (scale / (8 if name != "Q8_0" else 64)) * rng.uniform(0.5, 1.5, n_blocks)
