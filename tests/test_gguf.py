@@ -80,7 +80,7 @@ def gguf_of(model, path, type_id=0, rng=None, **meta):
 
     def put(name, array):
         array = np.asarray(array, np.float32)
-        if array.ndim == 2 and type_id != 0:
+        if array.ndim == 2 and type_id != 0 and array.shape[1] % GGML_TYPES[type_id][1] == 0:
             blocks = random_blocks(type_id, array.size // GGML_TYPES[type_id][1], rng)
             tensors[name] = (type_id, array.shape, blocks)
             return GGMLTensor(blocks.reshape(-1), type_id, array.shape).to_f32()
@@ -115,10 +115,12 @@ def test_f32_gguf_gives_the_same_logits(tmp_path, tied):
     assert mistral_np.load(tmp_path).args == args                      # a folder holding one .gguf
 
 
-@pytest.mark.parametrize("type_id", [8, 2, 3])
+@pytest.mark.parametrize("type_id", [8, 2, 3, 12, 14])
 @pytest.mark.parametrize("widen", [True, False])
 def test_quantized_gguf_equals_its_dequantized_weights(tmp_path, type_id, widen):
     args = small_args(dim=64, head_dim=16, hidden_dim=96, W=128, max_seq_len=128)
+    if type_id >= 10:                                      # K-quants: rows of whole 256-weight super-blocks
+        args = args.replace(dim=256, head_dim=64, hidden_dim=256)
     expected = gguf_of(mistral_np.random_model(args), tmp_path / "q.gguf", type_id, np.random.default_rng(0))
     loaded = load_gguf(tmp_path / "q.gguf", widen=widen)
     assert isinstance(loaded.weights["layers"][0]["wq"], np.ndarray if widen else GGMLTensor)
@@ -240,3 +242,15 @@ def test_misaligned_offset_and_data_past_the_end(tiny_gguf):
 def test_not_a_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="nothing.gguf"):
         mistral_np.load(tmp_path / "nothing.gguf")
+
+
+def test_nonfinite_scales_are_named(tmp_path):
+    args = small_args(dim=256, head_dim=64, hidden_dim=256, W=128, max_seq_len=128)
+    gguf_of(mistral_np.random_model(args), tmp_path / "k.gguf", 12, np.random.default_rng(0))   # Q4_K
+    assert load_gguf(tmp_path / "k.gguf").args == args
+    md, shapes, raw = read_gguf(tmp_path / "k.gguf")
+    md.pop("general.alignment")
+    t = {n: (ty, s, np.array(raw[n])) for n, (ty, s) in shapes.items()}
+    t["blk.1.ffn_down.weight"][2][0:2] = np.array([np.inf], np.float16).view(np.uint8)   # d of block 0
+    write_gguf(tmp_path / "k.gguf", md, t)
+    expect_error(tmp_path / "k.gguf", "blk.1.ffn_down.weight.*Q4_K.*inf or NaN")

@@ -18,7 +18,7 @@ import numpy as np
 
 from .config import ModelArgs
 from .model import Model
-from .quants import GGML_TYPES, WIDEN_AT_LOAD_BYTES, GGMLTensor, row_bytes, type_name
+from .quants import GGML_TYPES, WIDEN_AT_LOAD_BYTES, GGMLTensor, nonfinite_blocks, row_bytes, type_name
 
 # value type id -> struct format of the scalar types
 SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
@@ -163,7 +163,7 @@ def write_gguf(path, metadata, tensors, alignment=32):
     offset, layout = 0, []
     for name, (ggml_type, shape, data) in tensors.items():
         n_rows = int(np.prod(shape[:-1], dtype=np.int64))
-        if data.nbytes != n_rows * row_bytes(ggml_type, shape[-1]):
+        if shape[-1] % GGML_TYPES[ggml_type][1] or data.nbytes != n_rows * row_bytes(ggml_type, shape[-1]):
             raise ValueError(f"write_gguf: {name}: {data.nbytes} bytes do not hold {type_name(ggml_type)} {shape}")
         head += _pack_value(name)[1] + struct.pack("<I", len(shape)) + struct.pack(f"<{len(shape)}Q", *reversed(shape))
         head += struct.pack("<IQ", ggml_type, offset)
@@ -275,6 +275,10 @@ def load_gguf(path, widen="auto", window=None) -> Model:
         if shape != expected[name]:
             raise GGUFError(f"{path}: tensor {name!r} has shape {shape} but the metadata implies {expected[name]}")
         t = GGMLTensor(raw[name], ggml_type, shape if len(shape) == 2 else (1,) + shape, name)
+        bad = nonfinite_blocks(ggml_type, t.raw.reshape(-1, t.type_size))
+        if bad:
+            raise GGUFError(f"{path}: tensor {name!r} ({type_name(ggml_type)}): {bad:,} blocks hold inf or NaN "
+                            "scales or values; the file is damaged")
         if len(shape) == 1:
             return t.to_f32()[0]                                         # norms: float32 vectors
         return t.to_f32() if widen_all or ggml_type == 0 else t

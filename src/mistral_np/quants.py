@@ -18,7 +18,7 @@ block of rows into float32 only inside `matmul_t`, right before the product.
 import numpy as np
 
 from .bf16 import blocked_matmul_t, bf16_bits_to_f32
-from .kquants import K_QUANTS, random_blocks as random_k_blocks
+from .kquants import K_QUANTS, nonfinite_scales as nonfinite_k_scales, random_blocks as random_k_blocks
 
 WIDEN_AT_LOAD_BYTES = 512 * 2**20   # checkpoints smaller than this are widened to float32 at load
 
@@ -107,6 +107,21 @@ def row_bytes(type_id, cols):
     """Bytes of one row of `cols` weights; cols must be a whole number of blocks."""
     _, block, size, _ = GGML_TYPES[type_id]
     return cols // block * size
+
+
+SCALE_OFFSETS = {8: (0,), 2: (0,), 3: (0, 2)}    # where each block's f16 scales sit (Q8_0, Q4_0, Q4_1)
+
+
+def nonfinite_blocks(type_id, blocks):
+    """How many blocks (n, type_size) would dequantize to inf or NaN: only their scales are read."""
+    if type_id in K_QUANTS:
+        return nonfinite_k_scales(blocks, type_id)
+    if type_id in SCALE_OFFSETS:
+        bad = np.zeros(len(blocks), bool)
+        for at in SCALE_OFFSETS[type_id]:
+            bad |= ~np.isfinite(blocks[:, at:at + 2].view(np.float16)[:, 0])
+        return int(bad.sum())
+    return int((~np.isfinite(GGML_TYPES[type_id][3](blocks))).sum())     # F32 / F16 / BF16 values
 
 
 class GGMLTensor:
