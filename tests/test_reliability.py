@@ -269,3 +269,78 @@ def test_index_of_the_wrong_json_type(sharded, index):
 def test_both_layouts_in_one_folder_load_the_hugging_face_one(hf):
     shutil.copy(hf / "model.safetensors", hf / "consolidated.safetensors")
     assert mistral_np.load(hf).args.rope_layout == "halves"
+
+
+# 5. The config and the weights must agree in both directions; other families are refused by name.
+
+def edit(d, name="config.json", drop=(), **changes):
+    import json
+    cfg = json.loads((d / name).read_text())
+    cfg = {k: v for k, v in {**cfg, **changes}.items() if k not in drop}
+    (d / name).write_text(json.dumps(cfg))
+
+
+def load_error(d, kind=ValueError):
+    with within(20), pytest.raises(kind) as e:
+        mistral_np.load(d)
+    return one_line(e.value)
+
+
+BAD_CONFIGS = {   # config.json change -> words the message must hold
+    "fewer layers": (dict(num_hidden_layers=1), "says 1 layers but the weights hold 2"),
+    "a billion layers": (dict(num_hidden_layers=10**9), "says 1000000000 layers but the weights hold 2"),
+    "tied but lm_head present": (dict(tie_word_embeddings=True), "sets tie_word_embeddings true"),
+    "tie as a string": (dict(tie_word_embeddings="false"), "tie_word_embeddings must be true or false"),
+    "llama-like gelu": (dict(hidden_act="gelu"), "hidden_act 'gelu' is not supported"),
+    "rope scaling": (dict(rope_scaling={"type": "linear", "factor": 2.0}), "rope_scaling is set"),
+    "yarn rope type": (dict(rope_parameters={"rope_type": "yarn", "rope_theta": 1e4}), "rope_type 'yarn'"),
+    "another model type": (dict(model_type="qwen2"), "model_type 'qwen2' is not supported"),
+    "attention bias": (dict(attention_bias=True), "attention_bias is true"),
+    "eps NaN": (dict(rms_norm_eps=float("nan")), "norm_eps must be a finite number > 0"),
+    "eps zero": (dict(rms_norm_eps=0), "norm_eps must be a finite number > 0"),
+    "eps null": (dict(rms_norm_eps=None), "rms_norm_eps must be a number"),
+    "eps string": (dict(rms_norm_eps="1e-5"), "rms_norm_eps must be a number"),
+    "theta negative": (dict(rope_parameters={"rope_theta": -1.0}), "rope_theta must be a finite number > 0"),
+    "theta infinite": (dict(rope_theta=float("inf")), "rope_theta must be a finite number > 0"),
+    "theta bool": (dict(rope_theta=True), "rope_theta must be a number"),
+    "layers a bool": (dict(num_hidden_layers=True), "n_layers must be a positive integer"),
+    "heads a bool": (dict(num_attention_heads=True), "num_attention_heads must be a positive integer"),
+    "width a string": (dict(hidden_size="64"), "hidden_size must be a positive integer"),
+    "width a float": (dict(hidden_size=64.0), "hidden_size must be a positive integer"),
+    "width null": (dict(hidden_size=None), "hidden_size must be a positive integer"),
+    "heads zero": (dict(num_attention_heads=0), "num_attention_heads must be a positive integer"),
+    "window a list": (dict(sliding_window=[6]), "W must be a positive integer"),
+    "vocab negative": (dict(vocab_size=-96), "vocab_size must be a positive integer"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_CONFIGS)
+def test_bad_configs_are_refused_by_name(hf, case):
+    changes, words = BAD_CONFIGS[case]
+    edit(hf, **changes)
+    msg = load_error(hf, KeyError if case == "a billion layers" else ValueError)
+    assert msg.startswith(str(hf)) and words in msg
+
+
+@pytest.mark.parametrize("text", [b"null", b"[1, 2]", b'"mistral"', b"3", b"\xff\xfe{}", b""])
+def test_config_that_is_not_a_json_object(hf, text):
+    (hf / "config.json").write_bytes(text)
+    assert load_error(hf).startswith(str(hf / "config.json"))
+
+
+def test_q_k_v_biases_in_the_weights_are_refused(hf):
+    from mistral_np.safetensors import load_file, save_file
+    t = {k: np.asarray(v) for k, v in load_file(hf / "model.safetensors").items()}
+    t["model.layers.0.self_attn.q_proj.bias"] = np.zeros(64, np.float32)
+    save_file(hf / "model.safetensors", t)
+    assert "biases such as 'model.layers.0.self_attn.q_proj.bias'" in load_error(hf)
+
+
+def test_params_json_checked_the_same_way(tmp_path):
+    d = mistral_np.save(mistral_np.load(TINY_HF), tmp_path / "m", layout="mistral")
+    edit(d, "params.json", norm_eps=float("nan"))
+    assert "params.json: norm_eps must be a finite number > 0" in load_error(d)
+    edit(d, "params.json", norm_eps=1e-5, n_layers=1)
+    assert "params.json says 1 layers but the weights hold 2" in load_error(d)
+    edit(d, "params.json", n_layers=2, moe={"num_experts": 8})
+    assert "moe is set" in load_error(d)

@@ -151,6 +151,35 @@ def missing_tensor_message(config, key, tensors, args):
             f"and does {config.name} belong to it?")
 
 
+def check_layer_count(config, tensors, args, hf):
+    """The config's layer count against the layers the tensor names hold, before any shape is
+    built from it (a config that says 10^9 layers must not build 10^9 of them first)."""
+    prefix = "model.layers." if hf else "layers."
+    layers = {int(i) for n in tensors if n.startswith(prefix)
+              for i in [n[len(prefix):].split(".")[0]] if i.isdigit()}
+    if args.n_layers > len(layers):
+        missing = min(set(range(len(layers) + 1)) - layers)
+        key = f"layers.{missing}.attention_norm.weight"
+        raise KeyError(missing_tensor_message(config, hf_name(key) if hf else key, tensors, args))
+    if args.n_layers < len(layers):
+        raise ValueError(f"{config} says {args.n_layers} layers but the weights hold {len(layers)}; every "
+                         "tensor must be used: use the config that came with these weights")
+
+
+def unused_tensor_message(config, unused, args, hf):
+    """Why tensors are left over once the model is built: each one would be silently dropped."""
+    output = "lm_head.weight" if hf else "output.weight"
+    if args.tie_embeddings and output in unused:
+        key = "tie_word_embeddings" if hf else "tie_embeddings"
+        return (f"{config} sets {key} true but the weights hold their own {output!r}; set {key} to false "
+                "if it belongs to the model (or use the config that came with these weights)")
+    biases = [n for n in unused if n.endswith(".bias")]
+    what = (f"biases such as {biases[0]!r}, which Mistral's layers do not have (another architecture?)"
+            if biases else f"e.g. {unused[0]!r}, which a Mistral model of this config does not use")
+    return (f"{config.parent}: {len(unused)} tensor(s) left over: {what}; refusing to drop them silently; "
+            f"does {config.name} belong to these weights?")
+
+
 def load(path, widen="auto", window=None) -> Model:
     """A Model from a checkpoint directory in either layout, or from a GGUF file (or a folder
     holding one). Nothing is copied but small tensors.
@@ -169,18 +198,27 @@ def load(path, widen="auto", window=None) -> Model:
     widen_all = widen is True or (widen == "auto" and total_bytes < WIDEN_AT_LOAD_BYTES)
 
     config = model_dir / ("config.json" if hf else "params.json")
+    check_layer_count(config, tensors, args, hf)
+    used = set()
 
     def get(name, shape):
         key = hf_name(name) if hf else name
         if key not in tensors:
             raise KeyError(missing_tensor_message(config, key, tensors, args))
         t = tensors[key]
+        used.add(key)
+        file = getattr(t.bits if isinstance(t, BF16) else t, "filename", None) or model_dir
         if tuple(t.shape) != shape:
-            file = getattr(t.bits if isinstance(t, BF16) else t, "filename", None) or model_dir
             raise ValueError(f"{file}: tensor {key!r} has shape {tuple(t.shape)} but the config implies "
                              f"{shape}; {config} does not match these weights (use the one that came with them)")
         if key + SCALE_SUFFIX in tensors:                       # int8 rows and their scales
-            return Int8(t, tensors[key + SCALE_SUFFIX])
+            scale = tensors[key + SCALE_SUFFIX]
+            used.add(key + SCALE_SUFFIX)
+            if t.dtype != np.int8 or len(shape) != 2 or scale.shape != shape[:1] or scale.dtype != np.float32:
+                raise ValueError(f"{file}: {key!r} ({t.dtype}) with {key + SCALE_SUFFIX!r} ({scale.dtype}, "
+                                 f"{scale.shape}) is not int8 rows with one float32 scale per row; "
+                                 "quantize the checkpoint again")
+            return Int8(t, scale)
         if isinstance(t, BF16):
             return t.to_f32() if (widen_all or len(shape) == 1) else t
         if t.dtype != np.float32:
@@ -195,6 +233,9 @@ def load(path, widen="auto", window=None) -> Model:
     for i in range(args.n_layers):
         weights["layers"].append({k: get(f"layers.{i}.{v}.weight", shapes[f"layers.{i}.{v}.weight"])
                                   for k, v in LAYER_KEYS.items()})
+    unused = sorted(n for n in set(tensors) - used if not n.endswith("rotary_emb.inv_freq"))  # inv_freq: from theta
+    if unused:
+        raise ValueError(unused_tensor_message(config, unused, args, hf))
     return Model(args, weights)
 
 

@@ -6,6 +6,8 @@ Hugging Face writes `config.json` (hidden_size, num_attention_heads, ...); Mistr
 from dataclasses import dataclass, asdict
 from pathlib import Path
 import json
+import math
+import numbers
 
 from .paths import require_regular_file
 
@@ -30,8 +32,14 @@ class ModelArgs:
         for name in ("dim", "n_layers", "head_dim", "hidden_dim", "n_heads", "n_kv_heads",
                      "vocab_size", "W", "max_seq_len"):
             value = getattr(self, name)
-            if not isinstance(value, int) or value <= 0:
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ValueError(f"config: {name} must be a positive integer, got {value!r}")
+        for name in ("norm_eps", "rope_theta"):
+            value = getattr(self, name)
+            if not isinstance(value, numbers.Real) or isinstance(value, bool) or not 0 < value < math.inf:
+                raise ValueError(f"config: {name} must be a finite number > 0, got {value!r}")
+        if not isinstance(self.tie_embeddings, bool):
+            raise ValueError(f"config: tie_embeddings must be true or false, got {self.tie_embeddings!r}")
         if self.n_heads % self.n_kv_heads:
             raise ValueError(f"config: n_heads ({self.n_heads}) must be a multiple of "
                              f"n_kv_heads ({self.n_kv_heads}) for grouped-query attention")
@@ -57,42 +65,97 @@ def _require(cfg, key, path):
     return cfg[key]
 
 
+def _positive_int(value, key, path):
+    """Sizes are checked before any arithmetic, so a string or a bool never reaches `//`."""
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise ValueError(f"{path}: {key} must be a positive integer, got {value!r}")
+    return value
+
+
+def _refuse_other_families(cfg, path, model_types):
+    """Keys that change the computation in ways this model does not implement: refused by name
+    rather than loaded and run wrong."""
+    model_type = cfg.get("model_type")
+    if model_type is not None and model_type not in model_types:
+        raise ValueError(f"{path}: model_type {model_type!r} is not supported (only {', '.join(model_types)}); "
+                         "this reader implements Mistral's architecture alone")
+    act = cfg.get("hidden_act", cfg.get("activation", "silu"))
+    if act not in ("silu", "swish"):
+        raise ValueError(f"{path}: hidden_act {act!r} is not supported (Mistral uses 'silu')")
+    for key in ("rope_scaling", "moe"):
+        if cfg.get(key):
+            raise ValueError(f"{path}: {key} is set ({str(cfg[key])[:60]}); this reader implements "
+                             f"plain Mistral without {key}")
+    rope_type = (cfg.get("rope_parameters") or {}).get("rope_type", "default") \
+        if isinstance(cfg.get("rope_parameters"), dict) else "default"
+    if rope_type != "default":
+        raise ValueError(f"{path}: rope_parameters has rope_type {rope_type!r}; only 'default' RoPE is implemented")
+    for key in ("attention_bias", "mlp_bias"):
+        if cfg.get(key):
+            raise ValueError(f"{path}: {key} is true; Mistral's linear layers have no biases")
+
+
+def _args(path, **kwargs):
+    """ModelArgs, its complaints prefixed with the config file's path."""
+    try:
+        return ModelArgs(**kwargs)
+    except ValueError as e:
+        raise ValueError(f"{path}: {str(e).removeprefix('config: ')}") from None
+
+
+def _float(cfg, key, default, path):
+    value = cfg.get(key, default)
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        raise ValueError(f"{path}: {key} must be a number, got {value!r}")
+    return float(value)
+
+
+def _bool(cfg, key, path):
+    value = cfg.get(key, False)
+    if not isinstance(value, bool):
+        raise ValueError(f"{path}: {key} must be true or false, got {value!r}")
+    return value
+
+
 def from_hf_config(cfg: dict, path="config.json") -> ModelArgs:
     """config.json of a Hugging Face MistralForCausalLM (transformers 4.x or 5.x)."""
-    dim = _require(cfg, "hidden_size", path)
-    n_heads = _require(cfg, "num_attention_heads", path)
+    _refuse_other_families(cfg, path, ("mistral", "llama"))
+    dim = _positive_int(_require(cfg, "hidden_size", path), "hidden_size", path)
+    n_heads = _positive_int(_require(cfg, "num_attention_heads", path), "num_attention_heads", path)
     theta = cfg.get("rope_theta")
     if theta is None:  # transformers 5.x nests it
-        theta = (cfg.get("rope_parameters") or {}).get("rope_theta", 10000.0)
+        nested = cfg.get("rope_parameters") or {}
+        theta = nested.get("rope_theta", 10000.0) if isinstance(nested, dict) else nested
     max_seq_len = cfg.get("max_position_embeddings", 32768)
     window = cfg.get("sliding_window")
-    return ModelArgs(
-        dim=dim, n_layers=_require(cfg, "num_hidden_layers", path),
+    return _args(
+        path, dim=dim, n_layers=_require(cfg, "num_hidden_layers", path),
         head_dim=cfg.get("head_dim") or dim // n_heads,
         hidden_dim=_require(cfg, "intermediate_size", path), n_heads=n_heads,
         n_kv_heads=cfg.get("num_key_value_heads") or n_heads,
         vocab_size=_require(cfg, "vocab_size", path),
         W=window if window is not None else max_seq_len,   # null means full attention
-        max_seq_len=max_seq_len, norm_eps=float(cfg.get("rms_norm_eps", 1e-5)),
-        rope_theta=float(theta), tie_embeddings=bool(cfg.get("tie_word_embeddings", False)),
-        rope_layout="halves")
+        max_seq_len=max_seq_len, norm_eps=_float(cfg, "rms_norm_eps", 1e-5, path),
+        rope_theta=_float({"rope_theta": theta}, "rope_theta", None, path),
+        tie_embeddings=_bool(cfg, "tie_word_embeddings", path), rope_layout="halves")
 
 
 def from_params(cfg: dict, path="params.json") -> ModelArgs:
     """params.json of Mistral's own checkpoints (consolidated.safetensors)."""
-    dim = _require(cfg, "dim", path)
-    n_heads = _require(cfg, "n_heads", path)
+    _refuse_other_families(cfg, path, ("mistral", "transformer"))
+    dim = _positive_int(_require(cfg, "dim", path), "dim", path)
+    n_heads = _positive_int(_require(cfg, "n_heads", path), "n_heads", path)
     max_seq_len = cfg.get("max_seq_len", cfg.get("max_position_embeddings", 32768))
     window = cfg.get("sliding_window")
-    return ModelArgs(
-        dim=dim, n_layers=_require(cfg, "n_layers", path),
+    return _args(
+        path, dim=dim, n_layers=_require(cfg, "n_layers", path),
         head_dim=cfg.get("head_dim") or dim // n_heads,
         hidden_dim=_require(cfg, "hidden_dim", path), n_heads=n_heads,
         n_kv_heads=cfg.get("n_kv_heads") or n_heads,
         vocab_size=_require(cfg, "vocab_size", path),
         W=window if window is not None else max_seq_len, max_seq_len=max_seq_len,
-        norm_eps=float(cfg.get("norm_eps", 1e-5)), rope_theta=float(cfg.get("rope_theta", 10000.0)),
-        tie_embeddings=bool(cfg.get("tie_embeddings", False)), rope_layout="pairs")
+        norm_eps=_float(cfg, "norm_eps", 1e-5, path), rope_theta=_float(cfg, "rope_theta", 10000.0, path),
+        tie_embeddings=_bool(cfg, "tie_embeddings", path), rope_layout="pairs")
 
 
 def to_hf_config(args: ModelArgs) -> dict:
@@ -131,6 +194,8 @@ def read_config(model_dir) -> ModelArgs:
                 cfg = json.loads(path.read_bytes())
             except (json.JSONDecodeError, UnicodeDecodeError) as e:
                 raise ValueError(f"{path}: not valid JSON ({e}); re-download the file") from None
+            if not isinstance(cfg, dict):
+                raise ValueError(f"{path}: holds a JSON {type(cfg).__name__}, not an object; re-download the file")
             return parse(cfg, path)
     raise FileNotFoundError(f"{model_dir} has neither config.json (Hugging Face layout) nor "
                             "params.json (Mistral layout); download the model's config with its weights")
