@@ -344,3 +344,45 @@ def test_params_json_checked_the_same_way(tmp_path):
     assert "params.json says 1 layers but the weights hold 2" in load_error(d)
     edit(d, "params.json", n_layers=2, moe={"num_experts": 8})
     assert "moe is set" in load_error(d)
+
+
+# 6. Generation: NaN stops it with the step named; float ids refused; tiny temperatures are greedy.
+
+def test_nan_weights_stop_generation_at_the_step(small_model):
+    from mistral_np import generate_ids, random_model
+    from helpers import small_args
+    model = random_model(small_args(), seed=0)
+    model.weights["layers"][1]["w2"][0, 0] = np.nan
+    with pytest.raises(ValueError, match=r"logits for new token 0 \(position 3\) hold NaN or inf") as e:
+        list(generate_ids(model, [1, 2, 3], 5))
+    one_line(e.value)
+
+
+def test_sample_refuses_non_finite_logits():
+    from mistral_np import sample
+    for bad in (np.nan, np.inf, -np.inf):
+        logits = np.zeros(5, np.float32)
+        logits[2] = bad
+        with pytest.raises(ValueError, match="NaN or inf"):
+            sample(logits, 0.7)
+
+
+@pytest.mark.parametrize("ids", [[1.0, 2.0], [1.7, 2.2], np.array([1, 2], np.float32), [True, False], ["1"]])
+def test_generate_ids_refuses_non_integer_ids(small_model, ids):
+    from mistral_np import generate_ids
+    with pytest.raises(ValueError, match="token ids must be integers"):
+        generate_ids(small_model, ids, 3)
+
+
+@pytest.mark.parametrize("ids", [[1, -1], [1, 23], [2**40]])
+def test_generate_ids_refuses_ids_outside_the_vocabulary_when_called(small_model, ids):
+    from mistral_np import generate_ids
+    with pytest.raises(ValueError, match=r"token ids must be in \[0, 23\)"):
+        generate_ids(small_model, ids, 3)
+
+
+@pytest.mark.parametrize("temperature", [1e-7, 1e-300, 5e-324])
+def test_tiny_temperature_is_greedy(small_model, temperature):
+    from mistral_np import generate_ids
+    greedy = list(generate_ids(small_model, [1, 2, 3], 6))
+    assert list(generate_ids(small_model, [1, 2, 3], 6, temperature=temperature, seed=1)) == greedy

@@ -18,9 +18,14 @@ def check_sampling(temperature=0.0, top_k=0, top_p=1.0, max_new_tokens=1):
         raise ValueError(f"max_new_tokens must be an integer >= 0, got {max_new_tokens!r}")
 
 
+GREEDY_BELOW = 1e-6   # smaller temperatures mean argmax anyway, and dividing by them overflows
+
+
 def sample(logits, temperature=0.0, top_k=0, top_p=1.0, rng=None):
-    """One token id from logits (vocab,): greedy at temperature 0, else top-k, then top-p."""
-    if temperature == 0:
+    """One token id from logits (vocab,): greedy at temperature 0 (or below 1e-6), else top-k, then top-p."""
+    if not np.isfinite(logits).all():
+        raise ValueError("sample: the logits hold NaN or inf; the weights or the config hold invalid numbers")
+    if temperature < GREEDY_BELOW:
         return int(np.argmax(logits))
     z = logits.astype(np.float64) / temperature
     if top_k:
@@ -46,9 +51,15 @@ def generate_ids(model, prompt_ids, max_new_tokens=64, temperature=0.0, top_k=0,
     Arguments are checked here, when it is called, not at the first token.
     """
     check_sampling(temperature, top_k, top_p, max_new_tokens)
-    prompt_ids = np.asarray(prompt_ids, dtype=np.int64)
+    prompt_ids = np.asarray(prompt_ids)
     if prompt_ids.ndim != 1 or prompt_ids.size == 0:
         raise ValueError("generate: the prompt must hold at least one token (BOS alone is fine)")
+    if prompt_ids.dtype.kind not in "iu":               # floats would be truncated silently
+        raise ValueError(f"generate: token ids must be integers, got dtype {prompt_ids.dtype}")
+    if prompt_ids.min() < 0 or prompt_ids.max() >= model.args.vocab_size:
+        raise ValueError(f"generate: token ids must be in [0, {model.args.vocab_size}), got "
+                         f"{prompt_ids.min()}..{prompt_ids.max()}; was the text encoded with this model's tokenizer?")
+    prompt_ids = prompt_ids.astype(np.int64)
     if prompt_ids.size > model.args.max_seq_len:
         raise ValueError(f"generate: the prompt has {prompt_ids.size} tokens but the model's context is "
                          f"{model.args.max_seq_len}; shorten the prompt (generation itself may run longer)")
@@ -61,6 +72,9 @@ def _token_stream(model, prompt_ids, max_new_tokens, temperature, top_k, top_p, 
                   stop_at_eos, eos_id, cache):
     logits = model.prefill(prompt_ids, cache, chunk_size)[-1]
     for i in range(max_new_tokens):
+        if not np.isfinite(logits).all():               # NaN weights or config: say so, never print garbage
+            raise ValueError(f"generate: the logits for new token {i} (position {cache.n_seen}) hold NaN or "
+                             "inf; the weights or the config hold invalid numbers")
         token = sample(logits, temperature, top_k, top_p, rng)
         yield token
         if (stop_at_eos and token == eos_id) or i == max_new_tokens - 1:
