@@ -386,3 +386,72 @@ def test_tiny_temperature_is_greedy(small_model, temperature):
     from mistral_np import generate_ids
     greedy = list(generate_ids(small_model, [1, 2, 3], 6))
     assert list(generate_ids(small_model, [1, 2, 3], 6, temperature=temperature, seed=1)) == greedy
+
+
+# 7. The cache: a failed pass marks it unusable; another model's cache is refused; the default
+#    pre-fill chunk keeps the score array within a memory budget, and chunking stays exact.
+
+def test_a_pass_that_fails_midway_marks_the_cache_unusable(small_model, monkeypatch):
+    import mistral_np.model as model_mod
+    real = model_mod.transformer_block
+
+    def fails_in_layer_1(x, *a, layer=0, **k):
+        if layer == 1:
+            raise MemoryError("simulated")
+        return real(x, *a, layer=layer, **k)
+    cache = small_model.new_cache()
+    small_model.prefill(np.array([1, 2, 3]), cache)
+    monkeypatch.setattr(model_mod, "transformer_block", fails_in_layer_1)
+    with pytest.raises(MemoryError):
+        small_model.prefill(np.array([4, 5, 6]), cache)
+    monkeypatch.setattr(model_mod, "transformer_block", real)
+    with pytest.raises(ValueError, match=r"cache: unusable: a forward pass stopped in layer 1 \(MemoryError\); "
+                                         r"start again with model.new_cache\(\)"):
+        small_model.forward(np.array([7]), cache)
+
+
+def test_bad_tokens_leave_the_cache_usable(small_model):
+    cache = small_model.new_cache()
+    small_model.prefill(np.array([1, 2, 3]), cache)
+    with pytest.raises(ValueError, match="token ids"):
+        small_model.forward(np.array([99]), cache)
+    ref = small_model.forward(np.array([1, 2, 3, 4]))[-1]
+    np.testing.assert_allclose(small_model.forward(np.array([4]), cache)[-1], ref, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("change", [dict(W=5), dict(n_layers=3), dict(n_kv_heads=4), dict(head_dim=2, dim=8)])
+def test_a_cache_of_another_shape_is_refused(small_model, change):
+    from mistral_np import random_model
+    from helpers import small_args
+    other = random_model(small_args(**change), seed=1)
+    with pytest.raises(ValueError, match="cache: built for .* but the model has") as e:
+        small_model.forward(np.array([1, 2]), other.new_cache())
+    one_line(e.value)
+
+
+def test_default_prefill_chunk_fits_the_budget(monkeypatch):
+    import mistral_np.model as model_mod
+    from mistral_np import MISTRAL_7B
+    from mistral_np.model import default_chunk_size
+    for a in (MISTRAL_7B, MISTRAL_7B.replace(W=32768)):
+        for cached in (0, 1000, a.W, 10**6):
+            T = default_chunk_size(a, cached)
+            S = min(a.W, cached)
+            assert a.n_heads * T * (S + T) * 4 <= model_mod.PREFILL_SCORES_BYTES
+            assert a.n_heads * (T + 1) * (S + T + 1) * 4 > model_mod.PREFILL_SCORES_BYTES or T == a.W
+    assert default_chunk_size(MISTRAL_7B) == default_chunk_size(MISTRAL_7B, 4096) >= 256
+
+
+def test_default_prefill_is_exact_with_a_tiny_budget(small_model, monkeypatch):
+    import mistral_np.model as model_mod
+    tokens = np.arange(1, 20) % 23
+    one_shot = small_model.forward(tokens)[-1]
+    monkeypatch.setattr(model_mod, "PREFILL_SCORES_BYTES", 4 * small_model.args.n_heads * 6)   # T (S + T) <= 6
+    sizes, real = [], small_model.forward
+    monkeypatch.setattr(small_model, "forward", lambda t, c=None: sizes.append(len(t)) or real(t, c))
+    chunked = small_model.prefill(tokens, small_model.new_cache())[-1]
+    assert sizes[0] == 2 and max(sizes[1:]) == 1 and sum(sizes) == len(tokens)
+    np.testing.assert_allclose(chunked, one_shot, rtol=1e-5, atol=1e-6)
+    sizes.clear()
+    small_model.prefill(tokens, small_model.new_cache(), chunk_size=7)                # explicit wins
+    assert sizes == [7, 7, 5]

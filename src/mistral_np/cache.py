@@ -35,6 +35,21 @@ class RollingCache:
         self.pos = np.full(W, EMPTY, np.int64)   # absolute position held by each slot
         self.W = W
         self.n_seen = 0                          # tokens fed so far = next position
+        self.broken = None                       # why it may no longer be used, once it may not
+
+    def check_fits(self, args):
+        """Refuse a cache another model's shapes built, or one that a failed pass left half-written."""
+        if self.broken:
+            raise ValueError(f"cache: unusable: {self.broken}; start again with model.new_cache()")
+        want = (args.n_layers, args.W, args.n_kv_heads, args.head_dim)   # (L, W, n_kv, hd)
+        if self.k.shape != want or self.W != args.W:
+            raise ValueError(f"cache: built for (layers, W, kv heads, head_dim) = {self.k.shape} but the "
+                             f"model has {want}; use model.new_cache()")
+
+    def invalidate(self, reason):
+        """Mark the cache unusable: a pass that failed after some layers stored its chunk leaves
+        those layers ahead of the others and of `pos`."""
+        self.broken = reason
 
     @property
     def nbytes(self):

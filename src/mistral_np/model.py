@@ -4,6 +4,8 @@ Weights form a nested dict whose keys are the functions' argument names (as in p
 {"tok_embeddings", "layers": [{"attention_norm", "wq", "wk", "wv", "wo",
                                "ffn_norm", "w1", "w2", "w3"}, ...], "norm", "output"}.
 """
+import math
+
 import numpy as np
 
 from .attention import attention, window_mask
@@ -34,6 +36,22 @@ def transformer_block(x, attention_norm, wq, wk, wv, wo, ffn_norm, w1, w2, w3, *
     h = x + attention_layer(rms_norm(x, attention_norm, args.norm_eps), wq, wk, wv, wo,
                             args, positions, cache, layer)
     return h + feed_forward(rms_norm(h, ffn_norm, args.norm_eps), w1, w2, w3)
+
+
+PREFILL_SCORES_BYTES = 256 * 2**20   # the default pre-fill chunk keeps its score array under this
+
+
+def default_chunk_size(args, n_cached=None, budget=None):
+    """The largest chunk T <= W whose float32 scores (n_heads, T, S + T) fit in `budget` bytes,
+    S = min(W, n_cached) keys already cached (default W, the most a cache holds).
+
+    A chunk's scores grow as T (S + T): a chunk of W = 4096 after a full cache makes 4 GiB per
+    layer at 7B, and with W = 32768 (sliding_window null) hundreds of GiB.
+    """
+    S = args.W if n_cached is None else min(args.W, n_cached)
+    c = (PREFILL_SCORES_BYTES if budget is None else budget) / (4 * args.n_heads)                        # T^2 + S T <= c
+    T = int((math.sqrt(S * S + 4 * c) - S) / 2)
+    return max(1, min(args.W, T))
 
 
 class Model:
@@ -73,28 +91,40 @@ class Model:
         if tokens.min() < 0 or tokens.max() >= a.vocab_size:
             raise ValueError(f"forward: token ids must be in [0, {a.vocab_size}), got "
                              f"{tokens.min()}..{tokens.max()}; was the text encoded with this model's tokenizer?")
+        if cache is not None:
+            cache.check_fits(a)
         start = cache.n_seen if cache is not None else 0
         positions = np.arange(start, start + len(tokens))                # (T,)
         x = w["tok_embeddings"][tokens].astype(np.float32)               # (T, dim)
         # Memory-mapped bf16 (or int8) weights: bf16.py's own threads split every big product, and
         # BLAS threads on top only add hand-offs to the small ones (slow when the cores are busy).
         with blas_threads(1 if hasattr(w["output"], "matmul_t") else None):
-            for i, block in enumerate(w["layers"]):
-                x = transformer_block(x, **block, args=a, positions=positions, cache=cache, layer=i)
+            try:
+                for i, block in enumerate(w["layers"]):
+                    x = transformer_block(x, **block, args=a, positions=positions, cache=cache, layer=i)
+            except BaseException as e:               # MemoryError, Ctrl-C: lower layers stored the chunk
+                if cache is not None:
+                    cache.invalidate(f"a forward pass stopped in layer {i} ({type(e).__name__})")
+                raise
         if cache is not None:
             cache.advance(positions)
         x = rms_norm(x, w["norm"], a.norm_eps)
         return linear(x, w["output"]).astype(np.float32, copy=False)    # (T, vocab_size)
 
     def prefill(self, tokens, cache, chunk_size=None):
-        """Feed a prompt in chunks of chunk_size (default W); returns the last chunk's logits."""
-        chunk_size = self.args.W if chunk_size is None else chunk_size
-        if not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1:
-            raise ValueError(f"prefill: chunk_size must be an integer >= 1 (or None for W), got {chunk_size!r}")
+        """Feed a prompt in chunks; returns the last chunk's logits. Chunking is exact, so the
+        default (default_chunk_size) only bounds memory; chunk_size overrides it."""
+        bad = not isinstance(chunk_size, (int, np.integer)) or isinstance(chunk_size, bool) or chunk_size < 1
+        if chunk_size is not None and bad:
+            raise ValueError(f"prefill: chunk_size must be an integer >= 1 (or None for the default), "
+                             f"got {chunk_size!r}")
         if len(tokens) == 0:
             raise ValueError("prefill: the prompt is empty; pass at least one token id (e.g. BOS)")
-        for s in range(0, len(tokens), chunk_size):
-            logits = self.forward(tokens[s:s + chunk_size], cache)
+        s = 0
+        while s < len(tokens):
+            size = chunk_size or default_chunk_size(self.args, cache.n_seen)   # (T, S + T) scores fit
+            logits = self.forward(tokens[s:s + size], cache)
+            s += size
         return logits
 
 
