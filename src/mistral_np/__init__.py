@@ -12,6 +12,7 @@
     gguf        reading llama.cpp's GGUF files: metadata, tensors, a Model
     tokenizer   SentencePiece with streaming-safe decoding; gguf_tokenizer: BPE from a GGUF file
     generate    sampling and the generation loop
+    speculative several tokens per pass: prompt-lookup drafts checked in one pass (lookahead=k)
 """
 from pathlib import Path
 

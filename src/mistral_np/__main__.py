@@ -25,7 +25,7 @@ def cmd_generate(a):
     t0, n = time.perf_counter(), 0
     sys.stdout.write(a.prompt + ("\n" if a.chat else ""))
     for piece in generate(model, tokenizer, prompt, a.max_new_tokens, a.temperature, a.top_k,
-                          a.top_p, a.seed):
+                          a.top_p, a.seed, lookahead=a.lookahead):
         sys.stdout.write(piece)
         sys.stdout.flush()
         n += 1
@@ -47,6 +47,9 @@ def main(argv=None):
     g.add_argument("--top-k", type=int, default=0)
     g.add_argument("--top-p", type=float, default=1.0)
     g.add_argument("--seed", type=int, default=None)
+    g.add_argument("--lookahead", type=int, default=0, metavar="K",
+                   help="draft up to K tokens by prompt lookup and check them in one pass "
+                        "(speculative decoding; same greedy output). Default: 0, one token per pass")
     g.set_defaults(run=cmd_generate)
     # Other commands live beside the code they run: each such module has add_cli(subparsers).
     for name in ("train", "bench", "quantize"):

@@ -4,6 +4,8 @@ Slots are only storage. Attention never relies on slot order: each slot remember
 position it holds, and the mask is built from positions (window_mask), so RoPE and the window
 see the true sequence however the buffer has wrapped.
 """
+from typing import NamedTuple
+
 import numpy as np
 
 from .attention import attention, window_mask
@@ -88,3 +90,37 @@ class RollingCache:
         keep = positions[max(0, len(positions) - self.W):]
         self.pos[keep % self.W] = keep
         self.n_seen = int(positions[-1]) + 1
+
+    def save(self, n_new):
+        """The slots the next n_new positions (1 <= n_new <= W) will overwrite, with what they hold
+        now: hand it to rollback() to take back some of those positions after feeding them."""
+        if not 1 <= n_new <= self.W:
+            raise ValueError(f"save: n_new must be in [1, W = {self.W}], got {n_new}")
+        slots = np.arange(self.n_seen, self.n_seen + n_new) % self.W     # (n_new,) distinct slots
+        return SavedSlots(self.n_seen, slots, self.k[:, slots], self.v[:, slots], self.pos[slots].copy())
+
+    def rollback(self, saved, n_keep):
+        """Keep the first n_keep positions fed since save(saved) and forget the rest, exactly.
+
+        A forgotten position p overwrote slot p mod W, which held p - W: a position the kept ones
+        may still see. Putting back what save() copied leaves the cache as if the forgotten
+        positions had never been fed.
+        """
+        n_fed = len(saved.slots)
+        if self.n_seen != saved.n_seen + n_fed or not 0 <= n_keep <= n_fed:
+            raise ValueError(f"rollback: expected {n_fed} positions fed since save() (n_seen "
+                             f"{saved.n_seen + n_fed}, got {self.n_seen}) and 0 <= n_keep <= {n_fed}, "
+                             f"got {n_keep}")
+        undo = saved.slots[n_keep:]
+        self.k[:, undo], self.v[:, undo] = saved.k[:, n_keep:], saved.v[:, n_keep:]
+        self.pos[undo] = saved.pos[n_keep:]
+        self.n_seen = saved.n_seen + n_keep
+
+
+class SavedSlots(NamedTuple):
+    """What RollingCache.save() copied: n_seen then, the slots and their keys, values, positions."""
+    n_seen: int
+    slots: np.ndarray     # (n_new,)
+    k: np.ndarray         # (L, n_new, n_kv, hd)
+    v: np.ndarray
+    pos: np.ndarray       # (n_new,)

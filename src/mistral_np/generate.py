@@ -27,6 +27,13 @@ def sample(logits, temperature=0.0, top_k=0, top_p=1.0, rng=None):
         raise ValueError("sample: the logits hold NaN or inf; the weights or the config hold invalid numbers")
     if temperature < GREEDY_BELOW:
         return int(np.argmax(logits))
+    p = distribution(logits, temperature, top_k, top_p)
+    rng = rng if rng is not None else np.random.default_rng()
+    return int(rng.choice(p.size, p=p))
+
+
+def distribution(logits, temperature, top_k=0, top_p=1.0):
+    """The probabilities (vocab,) float64 that sample() draws from at temperature > 0."""
     z = logits.astype(np.float64) / temperature
     if top_k:
         kth = np.sort(z)[-min(top_k, z.size)]
@@ -40,17 +47,20 @@ def sample(logits, temperature=0.0, top_k=0, top_p=1.0, rng=None):
         q = np.zeros_like(p)
         q[keep] = p[keep]
         p = q / q.sum()
-    rng = rng if rng is not None else np.random.default_rng()
-    return int(rng.choice(p.size, p=p))
+    return p
 
 
 def generate_ids(model, prompt_ids, max_new_tokens=64, temperature=0.0, top_k=0, top_p=1.0,
-                 seed=None, chunk_size=None, stop_at_eos=True, eos_id=2, cache=None):
+                 seed=None, chunk_size=None, stop_at_eos=True, eos_id=2, cache=None, lookahead=0):
     """An iterator of new token ids, after pre-filling `prompt_ids` in chunks (default W).
 
+    lookahead=k > 0 drafts up to k tokens by prompt lookup and checks them in one pass
+    (speculative.py): greedy output is the same token for token, sampling the same distribution.
     Arguments are checked here, when it is called, not at the first token.
     """
     check_sampling(temperature, top_k, top_p, max_new_tokens)
+    if not isinstance(lookahead, (int, np.integer)) or lookahead < 0:
+        raise ValueError(f"lookahead must be an integer >= 0 (0 means one token per pass), got {lookahead!r}")
     prompt_ids = np.asarray(prompt_ids)
     if prompt_ids.ndim != 1 or prompt_ids.size == 0:
         raise ValueError("generate: the prompt must hold at least one token (BOS alone is fine)")
@@ -64,6 +74,10 @@ def generate_ids(model, prompt_ids, max_new_tokens=64, temperature=0.0, top_k=0,
         raise ValueError(f"generate: the prompt has {prompt_ids.size} tokens but the model's context is "
                          f"{model.args.max_seq_len}; shorten the prompt (generation itself may run longer)")
     cache = cache if cache is not None else model.new_cache()
+    if lookahead:
+        from .speculative import speculative_stream   # speculative.py imports this module
+        return speculative_stream(model, prompt_ids, max_new_tokens, lookahead, temperature, top_k,
+                                  top_p, np.random.default_rng(seed), chunk_size, stop_at_eos, eos_id, cache)
     return _token_stream(model, prompt_ids, max_new_tokens, temperature, top_k, top_p,
                          np.random.default_rng(seed), chunk_size, stop_at_eos, eos_id, cache)
 
@@ -83,14 +97,14 @@ def _token_stream(model, prompt_ids, max_new_tokens, temperature, top_k, top_p, 
 
 
 def generate(model, tokenizer, prompt, max_new_tokens=64, temperature=0.0, top_k=0, top_p=1.0,
-             seed=None, chunk_size=None, stop_at_eos=True):
+             seed=None, chunk_size=None, stop_at_eos=True, lookahead=0):
     """An iterator of text pieces, decoded as the tokens come (print them as they arrive).
 
     The prompt starts with BOS where the tokenizer's model wants it (Mistral: yes; SmolLM2: no).
     """
     prompt_ids = tokenizer.encode(prompt)
     tokens = generate_ids(model, prompt_ids, max_new_tokens, temperature, top_k, top_p, seed,
-                          chunk_size, stop_at_eos, tokenizer.eos_id)
+                          chunk_size, stop_at_eos, tokenizer.eos_id, lookahead=lookahead)
     return _text_stream(tokens, StreamDecoder(tokenizer, prompt_ids), tokenizer.eos_id, stop_at_eos)
 
 
