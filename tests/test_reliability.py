@@ -455,3 +455,50 @@ def test_default_prefill_is_exact_with_a_tiny_budget(small_model, monkeypatch):
     sizes.clear()
     small_model.prefill(tokens, small_model.new_cache(), chunk_size=7)                # explicit wins
     assert sizes == [7, 7, 5]
+
+
+# 8. The command line: one line for every failure, the right exit code, clean stdout.
+
+def cli(capsys, *argv):
+    from mistral_np.__main__ import main
+    code = main(["generate", *argv])
+    out, err = capsys.readouterr()
+    assert "Traceback" not in err
+    return code, out, err
+
+
+def test_cli_output_ends_with_a_newline_and_chunk_size_changes_nothing(capsys):
+    code, out, err = cli(capsys, "To be", "--max-new-tokens", "5")
+    assert code == 0 and out.startswith("To be") and out.endswith("\n") and err.startswith("[")
+    assert cli(capsys, "To be", "--max-new-tokens", "5", "--chunk-size", "1")[1] == out
+
+
+@pytest.mark.parametrize("args", [["--temperature", "-1"], ["--top-p", "0"], ["--top-k", "-2"],
+                                  ["--max-new-tokens", "-3"], ["--chunk-size", "0"], ["--temperature", "nan"]])
+def test_cli_checks_arguments_before_loading_or_echoing(capsys, monkeypatch, args):
+    import mistral_np.__main__ as cli_mod
+    monkeypatch.setattr(cli_mod, "load", lambda *a: pytest.fail("loaded before checking the arguments"))
+    code, out, err = cli(capsys, "Hello", *args)
+    assert code == 2 and out == "" and err.startswith("error: ") and err.count("\n") == 1
+
+
+def test_cli_model_file_says_pass_its_folder(capsys):
+    code, out, err = cli(capsys, "Hi", "--model", str(TINY_HF / "model.safetensors"))
+    assert code == 2 and out == "" and f"pass its folder ({TINY_HF})" in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("exc, code, words", [
+    (KeyboardInterrupt(), 130, "interrupted\n"),
+    (MemoryError(), 1, "error: out of memory; try a smaller --chunk-size"),
+    (PermissionError(13, "Permission denied", "/x/model.safetensors"), 1,
+     "error: [Errno 13] Permission denied: '/x/model.safetensors'"),
+    (BrokenPipeError(32, "Broken pipe"), 141, ""),
+])
+def test_cli_turns_exceptions_into_one_line(capsys, monkeypatch, exc, code, words):
+    import mistral_np.__main__ as cli_mod
+
+    def boom(*a):
+        raise exc
+    monkeypatch.setattr(cli_mod, "load", boom)
+    got, out, err = cli(capsys, "Hi")
+    assert got == code and out == "" and err.startswith(words) and err.count("\n") == (1 if words else 0)

@@ -2,10 +2,12 @@
 import argparse
 import importlib
 import importlib.util
+import os
 import sys
 import time
 
 from . import DEFAULT_MODEL, generate, load, load_tokenizer
+from .generate import check_sampling
 
 
 def chat_text(model_path, user_message):
@@ -19,18 +21,24 @@ def chat_text(model_path, user_message):
 
 
 def cmd_generate(a):
+    check_sampling(a.temperature, a.top_k, a.top_p, a.max_new_tokens)     # before minutes of loading
+    if a.chunk_size is not None and a.chunk_size < 1:
+        raise ValueError(f"--chunk-size must be >= 1, got {a.chunk_size}")
     model = load(a.model)
     tokenizer = load_tokenizer(a.model)
     prompt = chat_text(a.model, a.prompt) if a.chat else a.prompt
     t0, n = time.perf_counter(), 0
-    sys.stdout.write(a.prompt + ("\n" if a.chat else ""))
-    for piece in generate(model, tokenizer, prompt, a.max_new_tokens, a.temperature, a.top_k,
-                          a.top_p, a.seed, lookahead=a.lookahead):
+    pieces = generate(model, tokenizer, prompt, a.max_new_tokens, a.temperature, a.top_k,
+                      a.top_p, a.seed, a.chunk_size)
+    sys.stdout.write(a.prompt + ("\n" if a.chat else ""))            # only once the arguments are checked
+    for piece in pieces:
         sys.stdout.write(piece)
         sys.stdout.flush()
         n += 1
     dt = time.perf_counter() - t0
-    print(f"\n[{n} pieces in {dt:.1f} s]", file=sys.stderr)
+    sys.stdout.write("\n")                                                  # output ends its line
+    sys.stdout.flush()
+    print(f"[{n} pieces in {dt:.1f} s]", file=sys.stderr)
 
 
 def main(argv=None):
@@ -47,9 +55,9 @@ def main(argv=None):
     g.add_argument("--top-k", type=int, default=0)
     g.add_argument("--top-p", type=float, default=1.0)
     g.add_argument("--seed", type=int, default=None)
-    g.add_argument("--lookahead", type=int, default=0, metavar="K",
-                   help="draft up to K tokens by prompt lookup and check them in one pass "
-                        "(speculative decoding; same greedy output). Default: 0, one token per pass")
+    g.add_argument("--chunk-size", type=int, default=None, metavar="T",
+                   help="pre-fill the prompt T tokens at a time (default: the largest chunk whose "
+                        "attention scores fit in 256 MiB; any size gives the same result)")
     g.set_defaults(run=cmd_generate)
     # Other commands live beside the code they run: each such module has add_cli(subparsers).
     for name in ("train", "bench", "quantize"):
@@ -62,6 +70,22 @@ def main(argv=None):
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"error: {msg}", file=sys.stderr)
         return 2
+    except BrokenPipeError:               # the reader went away (`| head`): nothing left to say
+        try:                              # and nothing for Python to complain about at exit
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass
+        return 141                        # as a shell reports a SIGPIPE
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except MemoryError:
+        print("error: out of memory; try a smaller --chunk-size, a quantized model, or close other "
+              "programs", file=sys.stderr)
+        return 1
+    except OSError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -183,6 +183,10 @@ def to_params(args: ModelArgs) -> dict:
 def read_config(model_dir) -> ModelArgs:
     """ModelArgs from config.json (Hugging Face) or params.json (Mistral) in model_dir."""
     model_dir = Path(model_dir)
+    if model_dir.is_file():
+        raise ValueError(f"{model_dir} is a file, not a checkpoint folder; pass its folder ({model_dir.parent}), "
+                         "which holds config.json or params.json beside the weights (only a .gguf file "
+                         "can be passed by itself)")
     if not model_dir.is_dir():
         raise FileNotFoundError(f"model directory {model_dir} does not exist; pass the folder "
                                 "that holds config.json (Hugging Face) or params.json (Mistral)")
