@@ -9,7 +9,7 @@ The guess here is prompt lookup: find the most recent earlier place where the co
 tokens occurred (longest n first) and propose what followed there. It costs nothing and is right
 whenever the model copies: quoting, editing or summarising a passage, code, repeated names.
 """
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
@@ -17,11 +17,12 @@ from numpy.lib.stride_tricks import sliding_window_view
 from .generate import GREEDY_BELOW, distribution, sample
 
 
-def lookup_draft(context, k, max_ngram=3, min_ngram=1):
+def lookup_draft(context, k, max_ngram=3, min_ngram=2):
     """Up to k tokens that followed an earlier occurrence of the last n tokens of `context` (1-D).
 
     n runs from max_ngram down to min_ngram; the first n with a match wins. Of its matches, the most
     recent one with k tokens after it, else the one with the most tokens after it. Empty if none.
+    A single repeated token (n = 1) is weak evidence: in free text its drafts are mostly rejected.
     """
     context = np.asarray(context)
     for n in range(max_ngram, min_ngram - 1, -1):
@@ -67,9 +68,16 @@ def verify(rows, drafts, temperature=0.0, top_k=0, top_p=1.0, rng=None):
 class Stats:
     """Counts of one speculative generation: passes over the weights, drafts proposed and kept."""
     tokens: int = 0          # tokens generated
-    passes: int = 0          # forward passes after the pre-fill
-    drafted: int = 0         # draft tokens fed to the model
-    accepted: int = 0        # draft tokens it kept
+    accepted: int = 0        # draft tokens the model kept
+    sizes: list = field(default_factory=list)   # tokens fed by each pass after the pre-fill: 1 + drafts
+
+    @property
+    def passes(self):
+        return len(self.sizes)
+
+    @property
+    def drafted(self):
+        return sum(self.sizes) - len(self.sizes)
 
     @property
     def acceptance(self):
@@ -82,7 +90,7 @@ class Stats:
 
 def speculative_stream(model, prompt_ids, max_new_tokens, lookahead, temperature=0.0, top_k=0,
                        top_p=1.0, rng=None, chunk_size=None, stop_at_eos=True, eos_id=2, cache=None,
-                       stats=None, max_ngram=3, min_ngram=1):
+                       stats=None, max_ngram=3, min_ngram=2):
     """generate_ids(..., lookahead=k): new token ids, drafting up to k tokens per pass.
 
     As in the one-token loop, the cache ends holding the prompt and every token but the last.
@@ -114,8 +122,7 @@ def speculative_stream(model, prompt_ids, max_new_tokens, lookahead, temperature
             raise ValueError(f"generate: the logits after position {saved.n_seen} hold NaN or inf; "
                              "the weights or the config hold invalid numbers")
         n_kept, token = verify(rows, drafts, temperature, top_k, top_p, rng)
-        stats.passes += 1
-        stats.drafted += len(drafts)
+        stats.sizes.append(1 + len(drafts))
         stats.accepted += n_kept
         kept = drafts[:n_kept]
         stop = next((i for i, x in enumerate(kept) if stop_at_eos and x == eos_id), None)
