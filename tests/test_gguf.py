@@ -224,6 +224,8 @@ def test_missing_tensor_and_wrong_shape(tiny_gguf):
     expect_error(tiny_gguf, "blk.1.ffn_up.weight.*missing")
     rewrite(tiny_gguf, metadata=lambda md: {**md, "llama.feed_forward_length": 48})
     expect_error(tiny_gguf, "shape")
+    rewrite(tiny_gguf, metadata=lambda md: {**md, "llama.feed_forward_length": 24, "llama.block_count": 10**9})
+    expect_error(tiny_gguf, "block_count is 1000000000 but the file holds tensors of 2 blocks")
 
 
 def test_misaligned_offset_and_data_past_the_end(tiny_gguf):

@@ -18,6 +18,7 @@ from .model import Model
 from .paths import require_regular_file
 from .quantize import SCALE_SUFFIX, Int8
 from .quants import WIDEN_AT_LOAD_BYTES
+from .weights import LAYER_KEYS, expected_shapes, nest
 from .safetensors import load_file, read_header, save_file
 
 # Book (= Mistral) name -> Hugging Face name; {i} is the layer index.
@@ -35,30 +36,6 @@ HF_NAMES = {
     "norm.weight": "model.norm.weight",
     "output.weight": "lm_head.weight",
 }
-LAYER_KEYS = {"attention_norm": "attention_norm", "wq": "attention.wq", "wk": "attention.wk",
-              "wv": "attention.wv", "wo": "attention.wo", "ffn_norm": "ffn_norm",
-              "w1": "feed_forward.w1", "w2": "feed_forward.w2", "w3": "feed_forward.w3"}
-
-
-def expected_shapes(a: ModelArgs):
-    """Book name -> shape, from the config alone."""
-    shapes = {"tok_embeddings.weight": (a.vocab_size, a.dim), "norm.weight": (a.dim,)}
-    if not a.tie_embeddings:
-        shapes["output.weight"] = (a.vocab_size, a.dim)
-    for i in range(a.n_layers):
-        p = f"layers.{i}."
-        shapes.update({
-            p + "attention_norm.weight": (a.dim,), p + "ffn_norm.weight": (a.dim,),
-            p + "attention.wq.weight": (a.n_heads * a.head_dim, a.dim),
-            p + "attention.wk.weight": (a.n_kv_heads * a.head_dim, a.dim),
-            p + "attention.wv.weight": (a.n_kv_heads * a.head_dim, a.dim),
-            p + "attention.wo.weight": (a.dim, a.n_heads * a.head_dim),
-            p + "feed_forward.w1.weight": (a.hidden_dim, a.dim),
-            p + "feed_forward.w2.weight": (a.dim, a.hidden_dim),
-            p + "feed_forward.w3.weight": (a.hidden_dim, a.dim)})
-    return shapes
-
-
 def hf_name(name):
     """Book name -> Hugging Face name."""
     parts = name.split(".")
@@ -135,6 +112,14 @@ def read_tensors(model_dir):
     return tensors
 
 
+class MissingTensorError(KeyError, ValueError):
+    """A tensor the config needs is not in the checkpoint: a KeyError (a name not found) that is also
+    a ValueError (a bad input), printed as its message alone."""
+
+    def __str__(self):
+        return str(self.args[0]) if self.args else ""
+
+
 def missing_tensor_message(config, key, tensors, args):
     """Why `key` is not among `tensors`, as precisely as the names allow, and what to do."""
     hf = config.name == "config.json"
@@ -160,7 +145,7 @@ def check_layer_count(config, tensors, args, hf):
     if args.n_layers > len(layers):
         missing = min(set(range(len(layers) + 1)) - layers)
         key = f"layers.{missing}.attention_norm.weight"
-        raise KeyError(missing_tensor_message(config, hf_name(key) if hf else key, tensors, args))
+        raise MissingTensorError(missing_tensor_message(config, hf_name(key) if hf else key, tensors, args))
     if args.n_layers < len(layers):
         raise ValueError(f"{config} says {args.n_layers} layers but the weights hold {len(layers)}; every "
                          "tensor must be used: use the config that came with these weights")
@@ -204,7 +189,7 @@ def load(path, widen="auto", window=None) -> Model:
     def get(name, shape):
         key = hf_name(name) if hf else name
         if key not in tensors:
-            raise KeyError(missing_tensor_message(config, key, tensors, args))
+            raise MissingTensorError(missing_tensor_message(config, key, tensors, args))
         t = tensors[key]
         used.add(key)
         file = getattr(t.bits if isinstance(t, BF16) else t, "filename", None) or model_dir
@@ -226,13 +211,7 @@ def load(path, widen="auto", window=None) -> Model:
         return t
 
     shapes = expected_shapes(args)
-    weights = {"tok_embeddings": get("tok_embeddings.weight", shapes["tok_embeddings.weight"]),
-               "norm": get("norm.weight", shapes["norm.weight"]), "layers": []}
-    weights["output"] = (weights["tok_embeddings"] if args.tie_embeddings
-                         else get("output.weight", shapes["output.weight"]))
-    for i in range(args.n_layers):
-        weights["layers"].append({k: get(f"layers.{i}.{v}.weight", shapes[f"layers.{i}.{v}.weight"])
-                                  for k, v in LAYER_KEYS.items()})
+    weights = nest(lambda name: get(name, shapes[name]), args)
     unused = sorted(n for n in set(tensors) - used if not n.endswith("rotary_emb.inv_freq"))  # inv_freq: from theta
     if unused:
         raise ValueError(unused_tensor_message(config, unused, args, hf))

@@ -18,6 +18,7 @@ import numpy as np
 
 from .config import ModelArgs
 from .model import Model
+from .weights import LAYER_KEYS, expected_shapes, nest
 from .quants import GGML_TYPES, WIDEN_AT_LOAD_BYTES, GGMLTensor, nonfinite_blocks, row_bytes, type_name
 
 # value type id -> struct format of the scalar types
@@ -239,6 +240,17 @@ def model_args(metadata, path, window=None) -> ModelArgs:
 GGUF_LAYER_NAMES = {"attention_norm": "attn_norm", "wq": "attn_q", "wk": "attn_k", "wv": "attn_v",
                     "wo": "attn_output", "ffn_norm": "ffn_norm", "w1": "ffn_gate", "w2": "ffn_down",
                     "w3": "ffn_up"}
+GGUF_NAMES = {"tok_embeddings.weight": "token_embd.weight", "norm.weight": "output_norm.weight",
+              "output.weight": "output.weight"}
+
+
+def gguf_name(name):
+    """Book name -> llama.cpp's: layers.3.attention.wq.weight -> blk.3.attn_q.weight."""
+    if name in GGUF_NAMES:
+        return GGUF_NAMES[name]
+    _, i, *middle, _ = name.split(".")
+    key = next(k for k, v in LAYER_KEYS.items() if v == ".".join(middle))
+    return f"blk.{i}.{GGUF_LAYER_NAMES[key]}.weight"
 
 
 def load_gguf(path, widen="auto", window=None) -> Model:
@@ -254,15 +266,11 @@ def load_gguf(path, widen="auto", window=None) -> Model:
     tied = "output.weight" not in shapes
     args = args.replace(tie_embeddings=tied)
     widen_all = widen is True or (widen == "auto" and path.stat().st_size < WIDEN_AT_LOAD_BYTES)
-    expected = {"token_embd.weight": (args.vocab_size, args.dim), "output_norm.weight": (args.dim,)}
-    if not tied:
-        expected["output.weight"] = (args.vocab_size, args.dim)
-    q, kv, a = args.n_heads * args.head_dim, args.n_kv_heads * args.head_dim, args
-    layer_shapes = {"attn_norm": (a.dim,), "attn_q": (q, a.dim), "attn_k": (kv, a.dim), "attn_v": (kv, a.dim),
-                    "attn_output": (a.dim, q), "ffn_norm": (a.dim,), "ffn_gate": (a.hidden_dim, a.dim),
-                    "ffn_down": (a.dim, a.hidden_dim), "ffn_up": (a.hidden_dim, a.dim)}
-    for i in range(args.n_layers):
-        expected.update({f"blk.{i}.{n}.weight": s for n, s in layer_shapes.items()})
+    blocks = {name.split(".")[1] for name in shapes if name.startswith("blk.")}
+    if len(blocks) != args.n_layers:                      # checked before building n_layers of shapes
+        raise GGUFError(f"{path}: {metadata['general.architecture']}.block_count is {args.n_layers} but the "
+                        f"file holds tensors of {len(blocks)} blocks; the file is damaged")
+    expected = {gguf_name(name): shape for name, shape in expected_shapes(args).items()}
     unused = sorted(set(shapes) - set(expected))
     if unused:
         raise GGUFError(f"{path}: tensor(s) {', '.join(unused[:4])}{' ...' if len(unused) > 4 else ''} have no "
@@ -283,8 +291,5 @@ def load_gguf(path, widen="auto", window=None) -> Model:
             return t.to_f32()[0]                                         # norms: float32 vectors
         return t.to_f32() if widen_all or ggml_type == 0 else t
 
-    weights = {"tok_embeddings": get("token_embd.weight"), "norm": get("output_norm.weight"), "layers": []}
-    weights["output"] = weights["tok_embeddings"] if tied else get("output.weight")
-    for i in range(args.n_layers):
-        weights["layers"].append({k: get(f"blk.{i}.{v}.weight") for k, v in GGUF_LAYER_NAMES.items()})
+    weights = nest(lambda name: get(gguf_name(name)), args)
     return Model(args, weights)

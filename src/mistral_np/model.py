@@ -13,6 +13,7 @@ from .bf16 import blas_threads
 from .cache import RollingCache
 from .config import ModelArgs
 from .layers import apply_rope, feed_forward, linear, rms_norm
+from .weights import expected_shapes, nest
 
 
 def attention_layer(x, wq, wk, wv, wo, args, positions, cache=None, layer=0):
@@ -130,11 +131,8 @@ class Model:
 
 def random_model(args: ModelArgs, seed=0, std=0.2) -> Model:
     """A model with random weights (normal(0, std); norms near 1), for tests and toy experiments."""
-    from .checkpoint import LAYER_KEYS, expected_shapes   # checkpoint imports this module
     rng = np.random.default_rng(seed)
     sd = {name: (1 + 0.1 * rng.standard_normal(shape) if len(shape) == 1
                  else std * rng.standard_normal(shape)).astype(np.float32)
           for name, shape in expected_shapes(args).items()}
-    layers = [{k: sd[f"layers.{i}.{v}.weight"] for k, v in LAYER_KEYS.items()} for i in range(args.n_layers)]
-    return Model(args, {"tok_embeddings": sd["tok_embeddings.weight"], "norm": sd["norm.weight"],
-                        "output": sd.get("output.weight", sd["tok_embeddings.weight"]), "layers": layers})
+    return Model(args, nest(sd.__getitem__, args))
