@@ -12,7 +12,7 @@ import numpy as np
 
 from .bf16 import BF16
 from .config import ModelArgs, read_config, to_hf_config, to_params
-from .layers import permute_halves_to_pairs, permute_pairs_to_halves
+from .layers import as_f32, permute_halves_to_pairs, permute_pairs_to_halves
 from .gguf import is_gguf, load_gguf
 from .model import Model
 from .paths import require_regular_file
@@ -227,7 +227,7 @@ def book_state_dict(model):
     for i, blk in enumerate(w["layers"]):
         for k, v in LAYER_KEYS.items():
             sd[f"layers.{i}.{v}.weight"] = blk[k]
-    return {k: (v.to_f32() if isinstance(v, BF16) else np.asarray(v, np.float32)) for k, v in sd.items()}
+    return {k: as_f32(v) for k, v in sd.items()}
 
 
 def save(model, out_dir, layout="hf", dtype="BF16"):

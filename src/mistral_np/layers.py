@@ -5,9 +5,20 @@ Weights are stored (out_features, in_features), as in every checkpoint: y = x @ 
 import numpy as np
 
 
+def is_array(w):
+    """A weight is a float32 array, or a weight type kept in its stored form (BF16, Int8, GGMLTensor)
+    with one protocol: matmul_t(x) = x @ W.T, to_f32(), rows by indexing, shape and nbytes."""
+    return isinstance(w, np.ndarray)
+
+
+def as_f32(w):
+    """The weight as a float32 array, whatever its type."""
+    return np.asarray(w, np.float32) if is_array(w) else w.to_f32()
+
+
 def linear(x, w):
-    """x @ w.T for x (T, in), w (out, in); a bf16 (or int8) w is widened block by block as it is used."""
-    return w.matmul_t(x) if hasattr(w, "matmul_t") else x @ w.T    # (T, out)
+    """x @ w.T for x (T, in), w (out, in); a stored weight type is widened block by block as it is used."""
+    return x @ w.T if is_array(w) else w.matmul_t(x)              # (T, out)
 
 
 def rms_norm(x, weight, eps):

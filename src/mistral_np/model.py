@@ -12,7 +12,7 @@ from .attention import attention, window_mask
 from .bf16 import blas_threads
 from .cache import RollingCache
 from .config import ModelArgs
-from .layers import apply_rope, feed_forward, linear, rms_norm
+from .layers import apply_rope, feed_forward, is_array, linear, rms_norm
 from .weights import expected_shapes, nest
 
 
@@ -99,7 +99,7 @@ class Model:
         x = w["tok_embeddings"][tokens].astype(np.float32)               # (T, dim)
         # Memory-mapped bf16 (or int8) weights: bf16.py's own threads split every big product, and
         # BLAS threads on top only add hand-offs to the small ones (slow when the cores are busy).
-        with blas_threads(1 if hasattr(w["output"], "matmul_t") else None):
+        with blas_threads(None if is_array(w["output"]) else 1):
             try:
                 for i, block in enumerate(w["layers"]):
                     x = transformer_block(x, **block, args=a, positions=positions, cache=cache, layer=i)
