@@ -88,6 +88,23 @@ def split_special(text, finder):
 # ---------------------------------------------------------------- GPT-2 byte-level BPE
 
 @cache
+def encode_words(tok, text, bos, special, words):
+    """The encoding loop of both tokenizers: BOS if asked (None: the file's add_bos_token), control
+    tokens matched whole, and every word of the plain text between them merged (and remembered)."""
+    if not isinstance(text, str):
+        raise TypeError(f"encode: text must be a str, got {type(text).__name__}")
+    ids = [tok.bos_id] if (tok.add_bos if bos is None else bos) else []
+    for chunk, is_token in split_special(text, tok.special if special else None):
+        if is_token:
+            ids.append(tok.special_ids[chunk])
+            continue
+        for word in words(chunk):
+            if word not in tok.cache:
+                tok.cache[word] = tok.encode_word(word)
+            ids += tok.cache[word]
+    return ids
+
+
 def bytes_to_unicode():
     """GPT-2's map from the 256 byte values to 256 printable characters (a list, index = byte).
 
@@ -175,18 +192,7 @@ class BytePairTokenizer:
 
     def encode(self, text, bos=None, special=True):
         """Token ids of `text`; `bos` None adds BOS if the file says so (add_bos_token)."""
-        if not isinstance(text, str):
-            raise TypeError(f"encode: text must be a str, got {type(text).__name__}")
-        ids = [self.bos_id] if (self.add_bos if bos is None else bos) else []
-        for chunk, is_token in split_special(text, self.special if special else None):
-            if is_token:
-                ids.append(self.special_ids[chunk])
-                continue
-            for word in self.pre_tokenize(chunk):
-                if word not in self.cache:
-                    self.cache[word] = self.encode_word(word)
-                ids += self.cache[word]
-        return ids
+        return encode_words(self, text, bos, special, self.pre_tokenize)
 
     def encode_word(self, word):
         """One word: its UTF-8 bytes as printable characters, merged by rank, looked up.
@@ -239,19 +245,12 @@ class SentencePieceTokenizer:
         Each plain chunk gets the leading "▁" (add_space_prefix), at the start and after a
         control token, as llama.cpp does; sentencepiece itself sees one chunk.
         """
-        if not isinstance(text, str):
-            raise TypeError(f"encode: text must be a str, got {type(text).__name__}")
-        ids = [self.bos_id] if (self.add_bos if bos is None else bos) else []
-        for chunk, is_token in split_special(text, self.special if special else None):
-            if is_token:
-                ids.append(self.special_ids[chunk])
-                continue
-            chunk = ("▁" if self.add_space_prefix else "") + chunk.replace(" ", "▁")
-            for word in re.split("(?<=[^▁])(?=▁)", chunk) if self.by_word else [chunk]:
-                if word not in self.cache:
-                    self.cache[word] = self.encode_word(word)
-                ids += self.cache[word]
-        return ids
+        return encode_words(self, text, bos, special, self.words)
+
+    def words(self, chunk):
+        """Spaces become "▁"; the chunk is cut before each "▁" (if the vocabulary allows it)."""
+        chunk = ("▁" if self.add_space_prefix else "") + chunk.replace(" ", "▁")
+        return re.split("(?<=[^▁])(?=▁)", chunk) if self.by_word else [chunk]
 
     def rank(self, left, right):
         """A pair merges if the joined piece is in the vocabulary; the higher its score, the sooner."""
