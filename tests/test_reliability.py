@@ -705,3 +705,31 @@ def test_gguf_deeply_nested_arrays_are_an_error(tmp_path):
     (tmp_path / "x.gguf").write_bytes(b"GGUF" + struct.pack("<IQQ", 3, 0, 1) + kv)
     with pytest.raises(ValueError):
         read_gguf(tmp_path / "x.gguf")
+
+
+# Tokenizers: damaged files are one line, a tokenizer larger than the model is refused up front.
+
+@pytest.mark.parametrize("content", [b"", b"version https://git-lfs.github.com/spec/v1\noid sha256:0\nsize 493443\n",
+                                     "truncated", b"\x00" * 64])
+def test_damaged_tokenizer_files(tmp_path, content):
+    from helpers import POCKET_TOKENIZER
+    path = tmp_path / "tokenizer.model"
+    path.write_bytes(POCKET_TOKENIZER.read_bytes()[:500] if content == "truncated" else content)
+    with pytest.raises(ValueError) as e:
+        mistral_np.Tokenizer(path)
+    assert one_line(e.value).startswith(str(path))
+
+
+def test_tokenizer_from_a_non_utf8_path(tmp_path):
+    from helpers import POCKET_TOKENIZER
+    d = tmp_path / os.fsdecode(b"caf\xe9")                     # not valid UTF-8
+    d.mkdir()
+    shutil.copy(POCKET_TOKENIZER, d / "tokenizer.model")
+    assert mistral_np.Tokenizer(d / "tokenizer.model").vocab_size > 0
+
+
+def test_tokenizer_larger_than_the_model_is_refused_before_generating(small_model):
+    from helpers import POCKET_TOKENIZER
+    tok = mistral_np.Tokenizer(POCKET_TOKENIZER)
+    with pytest.raises(ValueError, match=f"tokenizer has {tok.vocab_size} pieces but the model only 23"):
+        mistral_np.generate(small_model, tok, "Hi")

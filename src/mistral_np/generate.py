@@ -102,6 +102,9 @@ def generate(model, tokenizer, prompt, max_new_tokens=64, temperature=0.0, top_k
 
     The prompt starts with BOS where the tokenizer's model wants it (Mistral: yes; SmolLM2: no).
     """
+    if tokenizer.vocab_size > model.args.vocab_size:    # its ids would fail mid-generation
+        raise ValueError(f"generate: the tokenizer has {tokenizer.vocab_size} pieces but the model only "
+                         f"{model.args.vocab_size} embeddings; use the tokenizer that came with the model")
     prompt_ids = tokenizer.encode(prompt)
     tokens = generate_ids(model, prompt_ids, max_new_tokens, temperature, top_k, top_p, seed,
                           chunk_size, stop_at_eos, tokenizer.eos_id, lookahead=lookahead)

@@ -20,7 +20,17 @@ class Tokenizer:
             raise FileNotFoundError(f"tokenizer file {path} not found; for Mistral 7B it is tokenizer.model "
                                     "beside the weights (for the book: python tools/fetch_data.py)")
         self.path = path
-        self.sp = spm.SentencePieceProcessor(model_file=str(path))
+        data = path.read_bytes()                 # from bytes: any path works, whatever its characters
+        if data.startswith(b"version https://git-lfs"):
+            raise ValueError(f"{path}: a Git LFS pointer ({len(data)} bytes), not the tokenizer; fetch it "
+                             "with `git lfs pull` in that clone, or download with huggingface-cli")
+        try:
+            self.sp = spm.SentencePieceProcessor(model_proto=data)
+        except RuntimeError:
+            self.sp = None
+        if self.sp is None or self.sp.get_piece_size() == 0:
+            raise ValueError(f"{path}: not a SentencePiece model ({len(data):,} bytes: empty, truncated or "
+                             "another format); download tokenizer.model again")
         self.vocab_size = self.sp.get_piece_size()
         self.bos_id, self.eos_id = self.sp.bos_id(), self.sp.eos_id()
 
