@@ -733,3 +733,10 @@ def test_tokenizer_larger_than_the_model_is_refused_before_generating(small_mode
     tok = mistral_np.Tokenizer(POCKET_TOKENIZER)
     with pytest.raises(ValueError, match=f"tokenizer has {tok.vocab_size} pieces but the model only 23"):
         mistral_np.generate(small_model, tok, "Hi")
+
+
+def test_generate_ids_checks_the_cache_when_called(small_model):
+    from mistral_np import generate_ids
+    from mistral_np.cache import RollingCache
+    with pytest.raises(ValueError, match="cache: built for"):
+        generate_ids(small_model, [1, 2], 3, cache=RollingCache(2, 8, 2, 4))

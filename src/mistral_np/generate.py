@@ -74,6 +74,7 @@ def generate_ids(model, prompt_ids, max_new_tokens=64, temperature=0.0, top_k=0,
         raise ValueError(f"generate: the prompt has {prompt_ids.size} tokens but the model's context is "
                          f"{model.args.max_seq_len}; shorten the prompt (generation itself may run longer)")
     cache = cache if cache is not None else model.new_cache()
+    cache.check_fits(model.args)                         # now, not at the first token
     if lookahead:
         from .speculative import speculative_stream   # speculative.py imports this module
         return speculative_stream(model, prompt_ids, max_new_tokens, lookahead, temperature, top_k,
