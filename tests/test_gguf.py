@@ -256,3 +256,16 @@ def test_nonfinite_scales_are_named(tmp_path):
     t["blk.1.ffn_down.weight"][2][0:2] = np.array([np.inf], np.float16).view(np.uint8)   # d of block 0
     write_gguf(tmp_path / "k.gguf", md, t)
     expect_error(tmp_path / "k.gguf", "blk.1.ffn_down.weight.*Q4_K.*inf or NaN")
+
+
+def test_repeated_names_and_overlapping_tensors(tiny_gguf):
+    original = tiny_gguf.read_bytes()
+    data = bytearray(original)
+    a, b = b"output_norm.weight", b"blk.0.ffn_norm.weight"
+    at_a = data.index(a) + len(a) + 4 + 8 + 4                 # output_norm's offset
+    at_b = data.index(b) + len(b) + 4 + 8 + 4
+    data[at_b:at_b + 8] = data[at_a:at_a + 8]                 # two norms at one offset
+    tiny_gguf.write_bytes(bytes(data))
+    expect_error(tiny_gguf, "overlaps")
+    tiny_gguf.write_bytes(original.replace(b"blk.0.attn_k.weight", b"blk.0.attn_q.weight", 1))
+    expect_error(tiny_gguf, "'blk.0.attn_q.weight' appears twice")

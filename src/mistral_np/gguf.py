@@ -12,6 +12,7 @@ elements. Dims are listed fastest-varying first, so NumPy's shape is the reverse
 embedding is listed [dim, vocab]. Matrices keep Mistral's own RoPE layout (neighbouring pairs).
 """
 from pathlib import Path
+import math
 import struct
 
 import numpy as np
@@ -24,6 +25,7 @@ from .quants import GGML_TYPES, WIDEN_AT_LOAD_BYTES, GGMLTensor, nonfinite_block
 # value type id -> struct format of the scalar types
 SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
 STRING, ARRAY = 8, 9
+MAX_NESTING = 8     # arrays of arrays: llama.cpp's files use none; a deeper nest is damage
 NUMPY = {0: "<u1", 1: "<i1", 2: "<u2", 3: "<i2", 4: "<u4", 5: "<i4", 6: "<f4", 7: "<u1", 10: "<u8", 11: "<i8", 12: "<f8"}
 
 
@@ -55,7 +57,7 @@ class _Reader:
         except UnicodeDecodeError:
             raise GGUFError(f"{self.path}: {what} is not UTF-8 text; the file is damaged") from None
 
-    def value(self, vtype, what):
+    def value(self, vtype, what, depth=0):
         if vtype == 6:      # f32: the shortest decimal that is this float32 (1e-05, not 9.99999974e-06)
             return float(str(np.float32(self.scalar("<f", what))))
         if vtype in SCALARS:
@@ -68,8 +70,10 @@ class _Reader:
                 size = np.dtype(NUMPY[etype]).itemsize
                 arr = np.frombuffer(self.take(count * size, what), NUMPY[etype])
                 return (arr != 0).tolist() if etype == 7 else arr.tolist()
+            if etype == ARRAY and depth >= MAX_NESTING:
+                raise GGUFError(f"{self.path}: {what} nests arrays more than {MAX_NESTING} deep; the file is damaged")
             if etype in (STRING, ARRAY):
-                return [self.value(etype, what) for _ in range(count)]
+                return [self.value(etype, what, depth + 1) for _ in range(count)]
             raise GGUFError(f"{self.path}: {what} is an array of unknown value type {etype}; "
                             "the file is damaged or newer than this reader (GGUF v2/v3)")
         raise GGUFError(f"{self.path}: {what} has unknown value type {vtype} (known: 0-12); "
@@ -95,21 +99,25 @@ def read_gguf(path):
     metadata = {}
     for i in range(n_kv):
         key = r.string(f"key {i}")
+        if key in metadata:
+            raise GGUFError(f"{path}: metadata key {key!r} appears twice; the file is damaged")
         metadata[key] = r.value(r.scalar("<I", f"the type of {key!r}"), repr(key))
     infos = {}
     for i in range(n_tensors):
         name = r.string(f"tensor name {i}")
+        if name in infos:
+            raise GGUFError(f"{path}: tensor {name!r} appears twice; the file is damaged")
         n_dims = r.scalar("<I", f"the dims of {name!r}")
         if n_dims > 4:
             raise GGUFError(f"{path}: tensor {name!r} has {n_dims} dimensions (GGUF allows at most 4)")
         dims = [r.scalar("<Q", f"the dims of {name!r}") for _ in range(n_dims)]
         infos[name] = (r.scalar("<I", f"the type of {name!r}"), tuple(reversed(dims)), r.scalar("<Q", name))
     alignment = metadata.get("general.alignment", 32)
-    if not isinstance(alignment, int) or alignment <= 0 or alignment & (alignment - 1):
+    if type(alignment) is not int or alignment <= 0 or alignment & (alignment - 1):
         raise GGUFError(f"{path}: general.alignment is {alignment!r}; it must be a power of two")
     start = -(-r.at // alignment) * alignment
-    tensors, shapes = {}, {}
-    for name, (ggml_type, shape, offset) in infos.items():
+    tensors, shapes, end_of_previous = {}, {}, 0
+    for name, (ggml_type, shape, offset) in sorted(infos.items(), key=lambda item: item[1][2]):
         if ggml_type not in GGML_TYPES:
             raise GGUFError(f"{path}: tensor {name!r} has ggml type {type_name(ggml_type)}, which this "
                             f"reader does not dequantize (it reads {', '.join(sorted(t[0] for t in GGML_TYPES.values()))})")
@@ -120,14 +128,17 @@ def read_gguf(path):
         if offset % alignment:
             raise GGUFError(f"{path}: tensor {name!r} starts at offset {offset}, not a multiple of the "
                             f"alignment {alignment}; the file is damaged")
-        n_rows = int(np.prod(shape[:-1], dtype=np.int64))
-        nbytes = n_rows * row_bytes(ggml_type, shape[-1])
+        nbytes = math.prod(shape[:-1]) * row_bytes(ggml_type, shape[-1])      # Python ints: no overflow
+        if offset < end_of_previous:
+            raise GGUFError(f"{path}: tensor {name!r} at offset {offset} overlaps the tensor before it; "
+                            "the file is damaged")
+        end_of_previous = offset + nbytes
         if start + offset + nbytes > len(buf):
             raise GGUFError(f"{path}: tensor {name!r} ends at byte {start + offset + nbytes:,} but the file "
                             f"has {len(buf):,}; the file is truncated, download it again")
         tensors[name] = buf[start + offset:start + offset + nbytes]
         shapes[name] = (ggml_type, shape)
-    return metadata, shapes, tensors
+    return metadata, {n: shapes[n] for n in infos}, {n: tensors[n] for n in infos}   # in the file's order
 
 
 def _pack_value(value):
