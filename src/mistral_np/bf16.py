@@ -110,15 +110,24 @@ def blocked_matmul_t(x, shape, widen):
     n_out, n_in = shape
     rows = max(1, BLOCK_BYTES // (4 * n_in))                            # rows per block
     x = np.ascontiguousarray(x, np.float32)
-    out = np.empty((x.shape[0], n_out), np.float32)                    # (T, out)
+
+    def product(r0, r1, out):
+        w = widen(r0, r1, _buffer(rows * n_in)[: (r1 - r0) * n_in])    # (rows, in) float32
+        np.matmul(x, w.T, out=out)                                     # (T, rows)
+
+    return blocked_rows(x.shape[0], n_out, rows, product)
+
+
+def blocked_rows(T, n_out, rows, product):
+    """An output (T, n_out) filled block by block: product(r0, r1, out) writes out[:, r0:r1] for
+    r1 - r0 <= rows. Two threads take every other block, BLAS limited to one thread each."""
+    out = np.empty((T, n_out), np.float32)                             # (T, out)
     starts = range(0, n_out, rows)
 
     def work(my_starts):
-        buf = _buffer(rows * n_in)
         for r0 in my_starts:
             r1 = min(r0 + rows, n_out)
-            w = widen(r0, r1, buf[: (r1 - r0) * n_in])                 # (rows, in) float32
-            np.matmul(x, w.T, out=out[:, r0:r1])                       # (T, rows)
+            product(r0, r1, out[:, r0:r1])
 
     with blas_threads(1):
         list(_pool.map(work, [starts[i::_THREADS] for i in range(_THREADS)]))

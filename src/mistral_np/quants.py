@@ -17,6 +17,7 @@ block of rows into float32 only inside `matmul_t`, right before the product.
 """
 import numpy as np
 
+from . import kmatmul
 from .bf16 import blocked_matmul_t, bf16_bits_to_f32
 from .kquants import K_QUANTS, nonfinite_scales as nonfinite_k_scales, random_blocks as random_k_blocks
 
@@ -160,7 +161,11 @@ class GGMLTensor:
         return self._rows(rows.reshape(-1, *self.raw.shape[1:])).reshape(*rows.shape[:-2], self.shape[1])
 
     def matmul_t(self, x):
-        """x @ self.T for x (T, cols): dequantized a cache-sized block of rows at a time."""
+        """x @ self.T for x (T, cols): dequantized a cache-sized block of rows at a time, or for a
+        few rows of x times a K-quant, unpacked to integers and scaled after the product (kmatmul)."""
+        if self.type_id in kmatmul.KERNELS and len(x) <= kmatmul.MAX_ROWS:
+            return kmatmul.matmul_t(self.raw, self.type_id, x)
+
         def widen(r0, r1, buf):
             return self._rows(self.raw[r0:r1], buf.view(np.float32).reshape(r1 - r0, -1))
         return blocked_matmul_t(x, self.shape, widen)
