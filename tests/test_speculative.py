@@ -10,6 +10,14 @@ from mistral_np.speculative import Stats, lookup_draft, speculative_stream, veri
 
 from helpers import small_args
 
+@pytest.fixture(autouse=True)
+def one_blas_thread():
+    """Small products: a second BLAS thread only adds hand-offs (tens of times slower on busy cores)."""
+    from mistral_np.bf16 import blas_threads
+    with blas_threads(1):
+        yield
+
+
 needs_smollm2 = pytest.mark.skipif(not mistral_np.SMOLLM2_GGUF.exists(),
                                    reason="run tools/fetch_data.py for SmolLM2's GGUF")
 
