@@ -269,3 +269,18 @@ def test_repeated_names_and_overlapping_tensors(tiny_gguf):
     expect_error(tiny_gguf, "overlaps")
     tiny_gguf.write_bytes(original.replace(b"blk.0.attn_k.weight", b"blk.0.attn_q.weight", 1))
     expect_error(tiny_gguf, "'blk.0.attn_q.weight' appears twice")
+
+
+def test_writer_takes_functions_for_tensor_bytes(tmp_path):
+    """Bytes given as a function are made when written; a wrong size leaves no file, temporary or not."""
+    rng = np.random.default_rng(0)
+    blocks = random_blocks(12, 4, rng)
+    calls = []
+    path = write_gguf(tmp_path / "lazy.gguf", {"general.architecture": "llama"},
+                      {"a": (12, (2, 512), lambda: calls.append(1) or blocks.reshape(-1))})
+    assert calls == [1]
+    _, shapes, raw = read_gguf(path)
+    assert shapes == {"a": (12, (2, 512))} and np.array_equal(raw["a"], blocks.reshape(-1))
+    with pytest.raises(ValueError, match="b: 288 bytes do not hold Q4_K"):
+        write_gguf(tmp_path / "bad.gguf", {}, {"b": (12, (3, 512), lambda: blocks[:2].reshape(-1))})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["lazy.gguf"]

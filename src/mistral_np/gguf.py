@@ -165,30 +165,47 @@ def write_gguf(path, metadata, tensors, alignment=32):
     """Write a GGUF v3 file: metadata {key: value}, tensors {name: (ggml type, shape, uint8 bytes)}.
 
     Tensors may be large (e.g. np.memmap blocks); they are streamed to a temporary file that is
-    renamed into place at the end, so a failure never leaves a half-written file behind.
+    renamed into place at the end, so a failure never leaves a half-written file behind. The bytes
+    may also be a function returning them, called when the tensor is written: a file larger than
+    memory then holds one tensor in memory at a time.
     """
     path = Path(path)
     head = bytearray(b"GGUF" + struct.pack("<IQQ", 3, len(tensors), len(metadata) + 1))
     for key, value in {**metadata, "general.alignment": alignment}.items():
         vtype, raw = _pack_value(value)
         head += _pack_value(key)[1] + struct.pack("<I", vtype) + raw
+
+    def check(name, ggml_type, shape, nbytes):
+        n_rows = int(np.prod(shape[:-1], dtype=np.int64))
+        if shape[-1] % GGML_TYPES[ggml_type][1] or nbytes != n_rows * row_bytes(ggml_type, shape[-1]):
+            raise ValueError(f"write_gguf: {name}: {nbytes} bytes do not hold {type_name(ggml_type)} {shape}")
+
     offset, layout = 0, []
     for name, (ggml_type, shape, data) in tensors.items():
-        n_rows = int(np.prod(shape[:-1], dtype=np.int64))
-        if shape[-1] % GGML_TYPES[ggml_type][1] or data.nbytes != n_rows * row_bytes(ggml_type, shape[-1]):
-            raise ValueError(f"write_gguf: {name}: {data.nbytes} bytes do not hold {type_name(ggml_type)} {shape}")
+        if callable(data):
+            nbytes = int(np.prod(shape[:-1], dtype=np.int64)) * row_bytes(ggml_type, shape[-1])
+        else:
+            nbytes = data.nbytes
+        check(name, ggml_type, shape, nbytes)
         head += _pack_value(name)[1] + struct.pack("<I", len(shape)) + struct.pack(f"<{len(shape)}Q", *reversed(shape))
         head += struct.pack("<IQ", ggml_type, offset)
-        layout.append((offset, data))
-        offset = -(-(offset + data.nbytes) // alignment) * alignment
+        layout.append((offset, name, ggml_type, shape, data))
+        offset = -(-(offset + nbytes) // alignment) * alignment
     head += bytes(-len(head) % alignment)
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(head)
-        for at, data in layout:
-            f.write(bytes(at - (f.tell() - len(head))))               # padding between tensors
-            f.write(np.ascontiguousarray(data).view(np.uint8).data)
-    tmp.replace(path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(head)
+            for at, name, ggml_type, shape, data in layout:
+                if callable(data):
+                    data = data()
+                    check(name, ggml_type, shape, data.nbytes)
+                f.write(bytes(at - (f.tell() - len(head))))           # padding between tensors
+                f.write(np.ascontiguousarray(data).view(np.uint8).data)
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return path
 
 
