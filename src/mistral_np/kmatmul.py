@@ -51,13 +51,17 @@ def _scratch(name, shape, dtype):
 _F16 = np.arange(2**16, dtype=np.uint16).view(np.float16).astype(np.float32)
 
 
-def _header(raw, start, stop, dtype):
-    """Bytes start:stop of every super-block of raw (R, B, size), copied together (one pass over
-    the block's cache lines instead of one per use), viewed as dtype: (R, B, n)."""
-    R, B, _ = raw.shape
-    out = np.empty((R, B, stop - start), np.uint8)
-    np.copyto(out, raw[:, :, start:stop])
-    return out.view(dtype)
+def _gather(raw, start, stop, out=None):
+    """Bytes start:stop of every super-block of raw (R, B, size), copied together, (R, B, stop - start).
+
+    One pass over the block's cache lines instead of one per use. The bytes of a super-block are
+    copied as one item (a NumPy void), so the copy is one loop over R * B items, not R * B loops."""
+    R, B, size = raw.shape
+    n = stop - start
+    out = np.empty((R, B, n), np.uint8) if out is None else out
+    item = np.dtype((np.void, n))
+    np.copyto(out.reshape(R * B, n).view(item)[:, 0], raw.reshape(R * B, size)[:, start:stop].view(item)[:, 0])
+    return out
 
 
 # ---- Q4_K: 8 sub-blocks of 32 per super-block, w = (d * sc) * q - dmin * m ---------------
@@ -69,7 +73,7 @@ def q4_k_scales(raw):
     little-endian 32-bit words, so that one operation handles four sub-blocks at once. Rows come
     last, so that the scales line up with the partial sums of q4_k_rows."""
     R, B, _ = raw.shape
-    head = _header(raw, 0, 16, "<u4")                                # (R, B, 4): d and dmin, then 12 bytes
+    head = _gather(raw, 0, 16).view("<u4")                           # (R, B, 4): d and dmin, then 12 bytes
     a, b, c = head[..., 1], head[..., 2], head[..., 3]               # bytes 0-3, 4-7, 8-11 of the 12
     words = np.empty((2, 2, R, B), "<u4")                            # (scale or min, sub-blocks 0-3 or 4-7)
     np.bitwise_and(a, 0x3F3F3F3F, out=words[0, 0])                   # low 6 bits of bytes 0-3
@@ -101,8 +105,7 @@ def q4_k_rows(raw, xs, xsum, out):
     (high nibble). All low nibbles of the block, then all high ones, go to float32 q (2, R, B * 128)."""
     R, B, _ = raw.shape
     T = xs.shape[-1]
-    packed = _scratch("packed", (R, B * 128), np.uint8)
-    np.copyto(packed.reshape(R, B, 128), raw[:, :, 16:])            # the nibbles, contiguous
+    packed = _gather(raw, 16, 144, _scratch("packed", (R, B, 128), np.uint8)).reshape(R, B * 128)
     q = _scratch("q", (2, R, B * 128), np.float32)                   # (h, r, byte)
     np.bitwise_and(packed, 0x0F, out=q[0])                           # uint8 -> float32: exact
     np.right_shift(packed, 4, out=q[1])
@@ -144,8 +147,7 @@ def q6_k_rows(raw, xs, xsum, out):
     T = xs.shape[-1]
     ql = _scratch("ql", (R, 2, B, 2, 32), np.uint8)                  # (r, k, b, h, l)
     np.copyto(ql.view(_VOID32)[..., 0], raw[:, :, :128].view(_VOID32).reshape(R, B, 2, 2).transpose(0, 3, 1, 2))
-    qh = _scratch("qh", (R, B, 2, 32), np.uint8)                     # (r, b, h, l)
-    np.copyto(qh, raw[:, :, 128:192].reshape(R, B, 2, 32))
+    qh = _gather(raw, 128, 192, _scratch("qh", (R, B, 64), np.uint8)).reshape(R, B, 2, 32)   # (r, b, h, l)
     q = _scratch("q6", (R, 2, 2, B, 2, 32), np.uint8)                # (r, g, k, b, h, l): q + 32 in 0..63
     np.bitwise_and(ql, 0x0F, out=q[:, 0])
     np.right_shift(ql, 4, out=q[:, 1])
@@ -163,7 +165,7 @@ def q6_k_rows(raw, xs, xsum, out):
     partial = _scratch("partial", (2, 2, B, 2, 2, R, T), np.float32)
     np.matmul(qf.reshape(R, 2, 2, B, 2, 2, 16).transpose(1, 2, 3, 4, 5, 0, 6), xs, out=partial)
     # the scale of sub-block j = 8h + 2(2g + k) + i is d * sc[j], in the order of the partial sums
-    tail = _header(raw, 192, 210, np.uint8)                          # (R, B, 18): 16 int8 sc, f16 d
+    tail = _gather(raw, 192, 210)                                    # (R, B, 18): 16 int8 sc, f16 d
     scales = np.empty((2, 2, B, 2, 2, R), np.float32)                # (g, k, b, h, i, R)
     np.copyto(scales, tail[:, :, :16].view(np.int8).reshape(R, B, 2, 2, 2, 2).transpose(3, 4, 1, 2, 5, 0))
     scales *= np.take(_F16, tail[:, :, 16:].view("<u2")[..., 0].T)[:, None, None, :]   # d (B, R)
