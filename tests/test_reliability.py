@@ -727,3 +727,77 @@ def test_generate_ids_checks_the_cache_when_called(small_model):
     from mistral_np.cache import RollingCache
     with pytest.raises(ValueError, match="cache: built for"):
         generate_ids(small_model, [1, 2], 3, cache=RollingCache(2, 8, 2, 4))
+
+
+# The command line's help, the prompt from stdin or a file, and bench's arguments checked before measuring.
+
+@pytest.mark.parametrize("command", ["generate", "train", "bench", "quantize"])
+def test_cli_help_shows_every_default(capsys, command):
+    import re
+    from mistral_np.__main__ import main
+    with pytest.raises(SystemExit) as e:
+        main([command, "--help"])
+    out = capsys.readouterr().out
+    assert e.value.code == 0
+    options = re.split(r"\n  (?=-)", out.split("options:\n", 1)[1])     # one block per option
+    assert len(options) > 3
+    for block in options:
+        flag = block.split()[0]
+        if flag != "-h," and (command, flag) != ("quantize", "--out"):       # that one is required
+            assert "default" in block.lower(), (command, block)
+
+
+def prompt_cli(capsys, monkeypatch, *argv, stdin=b""):
+    import io
+    import sys
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(stdin), encoding="utf-8"))
+    return cli(capsys, *argv, "--max-new-tokens", "5")
+
+
+def test_cli_prompt_from_stdin_or_a_file(capsys, monkeypatch, tmp_path):
+    code, out, err = prompt_cli(capsys, monkeypatch, "To be")
+    assert code == 0
+    assert prompt_cli(capsys, monkeypatch, "-", stdin=b"To be\n")[:2] == (code, out)      # one final newline dropped
+    assert prompt_cli(capsys, monkeypatch, "-", stdin=b"To be")[:2] == (code, out)
+    (tmp_path / "p.txt").write_bytes(b"To be\n")
+    assert prompt_cli(capsys, monkeypatch, "--prompt-file", str(tmp_path / "p.txt"))[:2] == (code, out)
+
+
+@pytest.mark.parametrize("case", ["missing", "folder", "fifo", "not utf-8", "stdin not utf-8", "both", "none"])
+def test_cli_prompt_file_errors_before_loading(capsys, monkeypatch, tmp_path, case):
+    import mistral_np.__main__ as cli_mod
+    monkeypatch.setattr(cli_mod, "load", lambda *a: pytest.fail("loaded before reading the prompt"))
+    path = tmp_path / "prompt.txt"
+    if case == "folder":
+        path.mkdir()
+    elif case == "fifo":
+        os.mkfifo(path)
+    elif case in ("not utf-8", "both"):
+        path.write_bytes(b"caf\xe9")
+    argv = {"stdin not utf-8": ["-"], "none": [], "both": ["Hi", "--prompt-file", str(path)]}.get(
+        case, ["--prompt-file", str(path)])
+    with within(10):
+        code, out, err = prompt_cli(capsys, monkeypatch, *argv, stdin=b"caf\xe9")
+    words = {"missing": f"--prompt-file {path}: no such file", "folder": f"--prompt-file {path}: not a regular file",
+             "fifo": f"--prompt-file {path}: not a regular file",
+             "not utf-8": f"--prompt-file {path}: not UTF-8 text (byte 3 is 0xe9)",
+             "stdin not utf-8": "the prompt on stdin: not UTF-8 text (byte 3 is 0xe9)",
+             "both": "give the prompt as an argument or with --prompt-file, not both",
+             "none": "no prompt: give it as an argument, - to read it from stdin, or --prompt-file PATH"}[case]
+    assert code == 2 and out == "" and err == f"error: {words}\n"
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--context", "-5"], "bench: --context must be at least 1 token, got -5"),
+    (["--context", "4096", "0"], "bench: --context must be at least 1 token, got 0"),
+    (["--json", "{tmp}/missing/r.json"], "bench: --json {tmp}/missing/r.json: folder {tmp}/missing does not exist"),
+    (["--json", "{tmp}"], "bench: --json {tmp}: is a folder"),
+])
+def test_bench_arguments_are_checked_before_measuring(capsys, monkeypatch, tmp_path, argv, words):
+    from mistral_np import bench
+    from mistral_np.__main__ import main
+    monkeypatch.setattr(bench, "run", lambda *a, **k: pytest.fail("measured before checking the arguments"))
+    code = main(["bench", *(x.format(tmp=tmp_path) for x in argv)])
+    out, err = capsys.readouterr()
+    assert code == 2 and out == "" and err.startswith(f"error: {words.format(tmp=tmp_path)}") and err.count("\n") == 1, err
+    assert list(tmp_path.iterdir()) == []

@@ -20,8 +20,43 @@ def chat_text(model_path, user_message):
     return chat_prompt(read_metadata(find_gguf(model_path)), [{"role": "user", "content": user_message}])
 
 
+class Help(argparse.ArgumentDefaultsHelpFormatter):
+    """--help gives every option's default, unless its help already says it or the option is required."""
+    def _get_help_string(self, action):
+        if action.required or "default" in (action.help or "").lower():
+            return action.help
+        return super()._get_help_string(action)
+
+
+def read_prompt(a):
+    """The prompt: the argument itself, stdin for "-", or --prompt-file's text; one final newline
+    of stdin or a file is dropped (files end with one), the text must be UTF-8."""
+    if a.prompt_file is not None:
+        if a.prompt is not None:
+            raise ValueError("give the prompt as an argument or with --prompt-file, not both")
+        where = f"--prompt-file {a.prompt_file}"
+        if not os.path.exists(a.prompt_file):
+            raise FileNotFoundError(f"{where}: no such file")
+        if not os.path.isfile(a.prompt_file):              # a folder, or a FIFO that could block forever
+            raise ValueError(f"{where}: not a regular file")
+        with open(a.prompt_file, "rb") as f:
+            data = f.read()
+    elif a.prompt == "-":
+        where, data = "the prompt on stdin", getattr(sys.stdin, "buffer", sys.stdin).read()
+    elif a.prompt is None:
+        raise ValueError("no prompt: give it as an argument, - to read it from stdin, or --prompt-file PATH")
+    else:
+        return a.prompt
+    try:
+        text = data.decode("utf-8") if isinstance(data, bytes) else data
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{where}: not UTF-8 text (byte {e.start} is {data[e.start]:#04x})") from None
+    return text.removesuffix("\n").removesuffix("\r") if text.endswith("\n") else text
+
+
 def cmd_generate(a):
     check_sampling(a.temperature, a.top_k, a.top_p, a.max_new_tokens)     # before minutes of loading
+    a.prompt = read_prompt(a)
     if a.chunk_size is not None and a.chunk_size < 1:
         raise ValueError(f"--chunk-size must be >= 1, got {a.chunk_size}")
     model = load(a.model)
@@ -45,16 +80,20 @@ def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m mistral_np", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
     g = sub.add_parser("generate", help="generate text from a prompt")
-    g.add_argument("prompt")
+    g.add_argument("prompt", nargs="?", help='the text to continue; "-" reads it from stdin (default: none, '
+                   "then --prompt-file gives it)")
+    g.add_argument("--prompt-file", metavar="PATH", help="read the prompt from this UTF-8 text file (one final "
+                   "newline dropped; default: none, the prompt argument gives it)")
     g.add_argument("--model", default=str(DEFAULT_MODEL),
                    help="checkpoint folder, or a .gguf file (default: the pocket model)")
     g.add_argument("--chat", action="store_true",
                    help="send the prompt as a user message through the model's chat template (GGUF)")
-    g.add_argument("--max-new-tokens", type=int, default=200)
+    g.add_argument("--max-new-tokens", type=int, default=200, help="stop after this many tokens (or at EOS)")
     g.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
-    g.add_argument("--top-k", type=int, default=0)
-    g.add_argument("--top-p", type=float, default=1.0)
-    g.add_argument("--seed", type=int, default=None)
+    g.add_argument("--top-k", type=int, default=0, help="sample from the k likeliest tokens; 0 = all")
+    g.add_argument("--top-p", type=float, default=1.0, help="sample from the likeliest tokens holding this "
+                   "much probability; 1 = all")
+    g.add_argument("--seed", type=int, default=None, help="sampling seed (default: a fresh one each run)")
     g.add_argument("--chunk-size", type=int, default=None, metavar="T",
                    help="pre-fill the prompt T tokens at a time (default: the largest chunk whose "
                         "attention scores fit in 256 MiB; any size gives the same result)")
@@ -63,6 +102,8 @@ def main(argv=None):
     for name in ("train", "bench", "quantize"):
         if importlib.util.find_spec(f"mistral_np.{name}"):
             importlib.import_module(f"mistral_np.{name}").add_cli(sub)
+    for parser in sub.choices.values():                 # every command's --help shows the defaults
+        parser.formatter_class = Help
     a = p.parse_args(argv)
     try:
         a.run(a)

@@ -203,6 +203,15 @@ def run(model_dir, prompt_tokens=128, decode_tokens=8, contexts=(), seed=0, log=
 def cmd_bench(a):
     if a.prompt_tokens < 1 or a.decode_tokens < 1:
         raise ValueError("bench: --prompt-tokens and --decode-tokens must be at least 1")
+    for n in a.context:                                       # checked before minutes of measuring
+        if n < 1:
+            raise ValueError(f"bench: --context must be at least 1 token, got {n}")
+    if a.json:
+        folder = os.path.dirname(os.path.abspath(a.json))
+        if os.path.isdir(a.json) or not os.path.isdir(folder) or not os.access(folder, os.W_OK):
+            why = ("is a folder" if os.path.isdir(a.json) else f"folder {folder} does not exist"
+                   if not os.path.isdir(folder) else f"folder {folder} is not writable")
+            raise ValueError(f"bench: --json {a.json}: {why}; nothing was measured")
     before = machine()
     r = run(a.model, a.prompt_tokens, a.decode_tokens, a.context)
     if a.json:
@@ -229,8 +238,8 @@ def add_cli(subparsers):
     b = subparsers.add_parser("bench", help="measure load time, pre-fill and decode speed, memory")
     from .paths import DEFAULT_MODEL
     b.add_argument("--model", default=str(DEFAULT_MODEL), help="checkpoint folder or .gguf file")
-    b.add_argument("--prompt-tokens", type=int, default=128)
-    b.add_argument("--decode-tokens", type=int, default=8)
+    b.add_argument("--prompt-tokens", type=int, default=128, help="length of the pre-filled prompt (random ids)")
+    b.add_argument("--decode-tokens", type=int, default=8, help="decode steps timed after each context")
     b.add_argument("--context", type=int, nargs="*", default=[],
                    help="also decode after this many tokens (cache filled directly), e.g. 4096 8192")
     b.add_argument("--json", help="also write the results to this JSON file")
