@@ -7,6 +7,7 @@ same run, so the ratio decode / floor says how close to the hardware the NumPy c
 Memory is read from /proc/self/smaps_rollup. The memory-mapped weights show up in RSS, but as file
 cache the kernel can drop and re-read; what the process really owns is its anonymous memory.
 """
+from collections import Counter
 import json
 import os
 import statistics
@@ -133,19 +134,24 @@ def breakdown(model, repeats=2):
     return parts
 
 
-def run(model_dir, prompt_tokens=128, decode_tokens=8, contexts=(), seed=0, log=print):
-    """Measure and return a dict of results; `log` receives a line per result as it comes."""
+def run(model_dir, prompt_tokens=128, decode_tokens=8, contexts=(), seed=0, log=print, window=None):
+    """Measure and return a dict of results; `log` receives a line per result as it comes.
+    window: the sliding window W of a GGUF file that records none (llama.cpp's Mistral files)."""
     from .checkpoint import load       # imported here: checkpoint imports bf16, which bench needs
     r = {"model": str(model_dir)}
     t0 = time.perf_counter()
-    model = load(model_dir)
+    model = load(model_dir, window=window)
     r["load_s"] = time.perf_counter() - t0
     a = model.args
     r["params"] = model.n_params()
+    r["window"] = a.W
     r["weights_dtype"] = str(model.weights["output"].dtype)
+    matrices = [model.weights["output"]] + [t for blk in model.weights["layers"] for t in blk.values() if t.ndim == 2]
+    r["matrix_dtypes"] = dict(sorted(Counter(str(t.dtype) for t in matrices).items()))
     r["weight_bytes_per_token"] = weight_bytes_per_token(model)
     log(f"loaded {model_dir} in {seconds(r['load_s'])}: {r['params']:,} parameters, "
-        f"{r['weights_dtype']}{'' if isinstance(model.weights['output'], np.ndarray) else ' memory-mapped'}; "
+        f"{' + '.join(f'{n} {k}' for k, n in r['matrix_dtypes'].items())} matrices"
+        f"{'' if isinstance(model.weights['output'], np.ndarray) else ' memory-mapped'}, window {a.W}; "
         f"{size(r['weight_bytes_per_token'])} of weights read per token")
     bw_best, bw_median = read_bandwidth()
     r["bandwidth_best_GBps"], r["bandwidth_median_GBps"] = bw_best / 1e9, bw_median / 1e9
@@ -213,7 +219,7 @@ def cmd_bench(a):
                    if not os.path.isdir(folder) else f"folder {folder} is not writable")
             raise ValueError(f"bench: --json {a.json}: {why}; nothing was measured")
     before = machine()
-    r = run(a.model, a.prompt_tokens, a.decode_tokens, a.context)
+    r = run(a.model, a.prompt_tokens, a.decode_tokens, a.context, window=a.window)
     if a.json:
         with open(a.json, "w") as f:
             json.dump({"machine": before, "load_average_after": machine()["load_average"], **r}, f, indent=1)
@@ -242,5 +248,7 @@ def add_cli(subparsers):
     b.add_argument("--decode-tokens", type=int, default=8, help="decode steps timed after each context")
     b.add_argument("--context", type=int, nargs="*", default=[],
                    help="also decode after this many tokens (cache filled directly), e.g. 4096 8192")
+    b.add_argument("--window", type=int, help="sliding window W for a GGUF file that records none "
+                   "(llama.cpp's Mistral 7B files: 4096); default: the file's, else its context length")
     b.add_argument("--json", help="also write the results to this JSON file")
     b.set_defaults(run=cmd_bench)
