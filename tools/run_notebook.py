@@ -3,7 +3,10 @@
     python tools/run_notebook.py book/05_sliding_window.ipynb [more.ipynb ...]
 
 Run it after editing a chapter, then commit the notebook with its outputs: nbval compares them.
+It sets MISTRAL_NP_WRITE_FIGURES=1, so the chapters also write their figures under figures/ (the
+tests leave it unset and write nothing).
 """
+import os
 from pathlib import Path
 import sys
 import time
@@ -23,5 +26,6 @@ def run(path, timeout=900):
 
 
 if __name__ == "__main__":
+    os.environ["MISTRAL_NP_WRITE_FIGURES"] = "1"     # the kernel inherits it
     for p in sys.argv[1:]:
         run(p)
