@@ -1,13 +1,15 @@
 """Figures of chapter 1, "From text to tokens": token boundaries, and the lengths of the pieces.
 
-Drawn with matplotlib's object-oriented Figure (Agg canvas, no pyplot), so nothing is shown or
-kept open: each function writes one PNG and returns its path.
+Drawn on matplotlib Figures (object API, no pyplot): each function returns its figure and writes
+the PNG only on request (see output.py).
 """
 from pathlib import Path
+import unicodedata
 
 import numpy as np
-from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
+
+from .output import Figure, finish
 
 # Texts of the boundary figure: a line of verse, a number, a word in Cyrillic, an emoji.
 EXAMPLES = ("To be, or not to be, that is the question:",
@@ -16,13 +18,24 @@ EXAMPLES = ("To be, or not to be, that is the question:",
 
 _COLOURS = ("#cfe3f7", "#fbe0c3", "#d6efd0", "#eedcf5")   # token boxes, in turn
 _BYTE_COLOUR = "#d9d9d9"                                   # byte-fallback pieces <0x..>
+_SPACE_COLOUR = "#c0392b"                                  # the space mark, so it is not taken for "_"
 _FONT = dict(family="DejaVu Sans Mono", size=11)
 _CHAR_W = 0.602 * _FONT["size"] / 72                       # inches per monospace character
 
 
 def _shown(text):
-    """The text with characters beyond the font (emoji: code points above U+FFFF) escaped."""
-    return "".join(c if ord(c) <= 0xFFFF else f"[U+{ord(c):X}]" for c in text)
+    """The text with characters beyond the font (emoji: code points above U+FFFF) named."""
+    return "".join(c if ord(c) <= 0xFFFF else f"[{unicodedata.name(c, f'U+{ord(c):X}')}]"
+                   for c in text)
+
+
+def _draw_piece(ax, piece, x, y):
+    """The piece in monospace from x (one unit per character), its space marks '▁' in colour."""
+    ax.text(x + len(piece) / 2, y, piece.replace("▁", " "), ha="center", va="baseline", **_FONT)
+    for k, c in enumerate(piece):
+        if c == "▁":
+            ax.text(x + k + 0.5, y, c, ha="center", va="baseline", color=_SPACE_COLOUR,
+                    **dict(_FONT, weight="bold"))
 
 
 def _is_byte(piece):
@@ -76,12 +89,9 @@ def draw_token_boundaries(rows, path, width=60, texts=None):
             colour = _BYTE_COLOUR if _is_byte(p) else _COLOURS[k % len(_COLOURS)]
             ax.add_patch(Rectangle((col - 0.1, y + line + 0.08), len(p) + 0.2, 0.84,
                                    facecolor=colour, edgecolor="#555555", linewidth=0.6))
-            ax.text(col + len(p) / 2, y + line + 0.72, _shown(p), ha="center", va="baseline", **_FONT)
+            _draw_piece(ax, _shown(p), col, y + line + 0.72)
         y += n
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    return path
+    return finish(fig, path, dpi=110)
 
 
 def piece_lengths(tok):
@@ -111,10 +121,7 @@ def draw_piece_lengths(lengths, path):
     ax.legend(frameon=False)
     ax.spines[["top", "right"]].set_visible(False)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    return path
+    return finish(fig, path, dpi=110)
 
 
 def _tokenizers():
@@ -127,8 +134,8 @@ def _tokenizers():
 def make(out_dir):
     """Both figures of the chapter; returns their paths."""
     out_dir = Path(out_dir)
+    paths = [out_dir / "tokens_boundaries.png", out_dir / "tokens_piece_lengths.png"]
     toks = _tokenizers()
-    return [draw_token_boundaries(token_rows(EXAMPLES, toks), out_dir / "tokens_boundaries.png",
-                                  texts=EXAMPLES),
-            draw_piece_lengths({name: piece_lengths(t) for name, t in toks.items()},
-                               out_dir / "tokens_piece_lengths.png")]
+    draw_token_boundaries(token_rows(EXAMPLES, toks), paths[0], texts=EXAMPLES)
+    draw_piece_lengths({name: piece_lengths(t) for name, t in toks.items()}, paths[1])
+    return paths
