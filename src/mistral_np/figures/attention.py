@@ -1,17 +1,18 @@
 """Figures of chapter 2, "Attention from scratch": an attention pattern, and the cost of attention.
 
-Drawn with matplotlib's object-oriented Figure (Agg canvas, no pyplot): each function writes one
-PNG and returns its path. `measure_cost` times the real `attention` and is used by the chapter too.
+Drawn on matplotlib Figures (object API, no pyplot): each function returns its figure, which the
+chapter's cell shows, and writes the PNG only on request (see output.py). `measure_cost` times the
+real `attention` and is used by the chapter too.
 """
 from pathlib import Path
 import time
 import tracemalloc
 
 import numpy as np
-from matplotlib.figure import Figure
 
 from ..attention import attention, softmax, window_mask
 from ..config import MISTRAL_7B
+from .output import Figure, finish
 
 SENTENCE = "To be, or not to be, that is the question"
 
@@ -49,7 +50,7 @@ def draw_heatmap(weights, labels, path, title=""):
         ax.set_title(title, fontsize=10)
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="weight (each row sums to 1)")
     fig.tight_layout()
-    return _save(fig, path)
+    return finish(fig, path, dpi=110)
 
 
 def _hatch(x, y):
@@ -65,12 +66,12 @@ def measure_cost(Ts, group=MISTRAL_7B.n_heads // MISTRAL_7B.n_kv_heads, head_dim
     Returns {"T", "seconds" (the best call's CPU time), "score_bytes" (one (group, T, T) float32
     score array), "peak_bytes" (tracemalloc's peak during one call)}, each an array over Ts.
 
-    Why CPU time (time.process_time) and not the wall clock: on a shared machine a call longer
-    than the scheduler's time slice is interrupted by other programs, so its wall-clock time
-    counts their work too, more so the longer the call, which bends the measured slope.
-    The lengths are timed in turn, `rounds` times over, so that a busy moment slows one round of
-    every length rather than every call of one length. Set OPENBLAS_NUM_THREADS=1 before NumPy
-    loads: BLAS threads waiting for a CPU would otherwise stall the calls.
+    Why CPU time (time.process_time) and not the wall clock: a call longer than the scheduler's
+    time slice can be interrupted by other programs, and its wall-clock time would count their
+    work too, more so the longer the call, which bends the measured slope. The lengths are timed
+    in turn, `rounds` times over, so that a busy moment slows one round of every length rather
+    than every call of one length. Set OPENBLAS_NUM_THREADS=1 before NumPy loads: BLAS threads
+    waiting for a CPU would otherwise stall the calls.
     """
     rng = np.random.default_rng(seed)
     inputs = []
@@ -113,8 +114,8 @@ def draw_cost(cost, path, fit_from=1024):
     fig = Figure(figsize=(9.5, 3.8))
     ax_t, ax_m = fig.subplots(1, 2)
     panels = ((ax_t, [("seconds", "CPU time, best call", "o")], "CPU time (s)"),
-              (ax_m, [("score_bytes", "one score array (group, T, T) float32", "s"),
-                      ("peak_bytes", "peak traced during one call", "o")], "memory (bytes)"))
+              (ax_m, [("score_bytes", "one (group, T, T) score array", "s"),
+                      ("peak_bytes", "peak of one call", "o")], "memory (bytes)"))
     t = cost["seconds"]
     ax_t.loglog(T, t[-1] * (T / T[-1]).astype(float) ** 2, ":", color="grey", label="slope 2 (T²)")
     for ax, series, what in panels:
@@ -122,7 +123,7 @@ def draw_cost(cost, path, fit_from=1024):
             y = cost[key]
             p = slope(T[big], y[big])
             c = np.exp(np.mean(np.log(y[big]) - p * np.log(T[big])))   # y = c T^p through the points
-            line, = ax.loglog(T, y, marker, label=f"{label}; fitted slope {p:.2f}")
+            line, = ax.loglog(T, y, marker, label=f"{label};\nfitted slope {p:.2f}")
             ax.loglog(T[big], c * T[big].astype(float) ** p, "-", color=line.get_color(), alpha=0.6)
         ax.set_xlabel("sequence length T")
         ax.set_ylabel(what)
@@ -131,20 +132,13 @@ def draw_cost(cost, path, fit_from=1024):
     ax_t.set_title(f"time of attention(); slopes fitted for T ≥ {fit_from}", fontsize=10)
     ax_m.set_title("memory", fontsize=10)
     for ax in (ax_t, ax_m):
-        ax.legend(fontsize=8, frameon=False, loc="upper left")
+        ax.legend(fontsize=9, frameon=False, loc="upper left")
     fig.tight_layout()
-    return _save(fig, path)
-
-
-def _save(fig, path):
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    return path
+    return finish(fig, path, dpi=110)
 
 
 def make(out_dir):
-    """Both figures of the chapter; returns their paths (the cost figure runs the measurement)."""
+    """Both figures of the chapter (the cost figure runs the measurement); returns their paths."""
     from mistral_np import Tokenizer
     from mistral_np.corpus import mistral_tokenizer_path
     out_dir = Path(out_dir)
@@ -153,5 +147,7 @@ def make(out_dir):
     q, k = same_token_head(ids)
     pos = np.arange(len(ids))
     weights = attention_weights(q, k, window_mask(pos, pos, len(ids)))
-    return [draw_heatmap(weights, tok.pieces(ids), out_dir / "attention_pattern.png"),
-            draw_cost(measure_cost([2 ** n for n in range(4, 13)]), out_dir / "attention_cost.png")]
+    paths = [out_dir / "attention_pattern.png", out_dir / "attention_cost.png"]
+    draw_heatmap(weights, tok.pieces(ids), paths[0])
+    draw_cost(measure_cost([2 ** n for n in range(4, 13)]), paths[1])
+    return paths
