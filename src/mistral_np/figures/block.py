@@ -1,19 +1,25 @@
-"""Figures of chapter 03 (the Mistral block): the block's data flow and rotary embeddings."""
+"""Figures of chapter 03 (the Mistral block): the block's data flow and rotary embeddings.
+
+Drawn on matplotlib Figures (object API, no pyplot): each function returns its figure and writes
+the PNG only on request (see output.py).
+"""
 from pathlib import Path
 
 import matplotlib
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import Normalize
+from matplotlib.patches import Circle, Rectangle
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from ..config import MISTRAL_7B  # noqa: E402
-from ..layers import rope_angles  # noqa: E402
+from ..config import MISTRAL_7B
+from ..layers import rope_angles
+from .output import Figure, finish
 
 
 def block_diagram(path):
     """The pre-norm residual block: x + attention(norm(x)), then h + feed_forward(norm(h))."""
-    fig, ax = plt.subplots(figsize=(8.4, 3.0))
+    fig = Figure(figsize=(8.4, 3.0))
+    ax = fig.add_subplot()
     ax.set_xlim(0, 16.8)
     ax.set_ylim(0, 3.4)
     ax.axis("off")
@@ -25,11 +31,11 @@ def block_diagram(path):
         (11.8, "SwiGLU\nw2(silu(w1 x)\n* w3 x)", "#d4edda"),
     ]
     for xc, label, colour in boxes:
-        ax.add_patch(plt.Rectangle((xc - 1.05, y - 0.6), 2.1, 1.2, facecolor=colour, edgecolor="black"))
+        ax.add_patch(Rectangle((xc - 1.05, y - 0.6), 2.1, 1.2, facecolor=colour, edgecolor="black"))
         ax.text(xc, y, label, ha="center", va="center", fontsize=8.5)
     adds = [7.0, 13.9]
     for xa in adds:
-        ax.add_patch(plt.Circle((xa, y), 0.25, facecolor="white", edgecolor="black"))
+        ax.add_patch(Circle((xa, y), 0.25, facecolor="white", edgecolor="black"))
         ax.text(xa, y, "+", ha="center", va="center", fontsize=13)
     arrow = dict(arrowstyle="->", lw=1.2)
     # main path, left to right
@@ -48,9 +54,7 @@ def block_diagram(path):
     ax.set_title(f"One Mistral block (repeated n_layers = {MISTRAL_7B.n_layers} times in Mistral 7B)",
                  fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=130)
-    plt.close(fig)
-    return Path(path)
+    return finish(fig, path, dpi=130)
 
 
 def rope_rotations(path, pairs=(0, 4, 16, 32), n_positions=12, head_dim=MISTRAL_7B.head_dim,
@@ -62,9 +66,10 @@ def rope_rotations(path, pairs=(0, 4, 16, 32), n_positions=12, head_dim=MISTRAL_
     """
     positions = np.arange(n_positions)
     cos, sin = rope_angles(positions, head_dim, theta)            # (n_positions, head_dim/2)
-    fig, axes = plt.subplots(1, len(pairs), figsize=(2.6 * len(pairs), 2.9))
+    fig = Figure(figsize=(2.6 * len(pairs), 2.9))
+    axes = fig.subplots(1, len(pairs))
     circle = np.linspace(0, 2 * np.pi, 200)
-    colours = plt.cm.viridis(np.linspace(0, 1, n_positions))
+    colours = matplotlib.colormaps["viridis"](np.linspace(0, 1, n_positions))
     for ax, i in zip(axes, pairs):
         ax.plot(np.cos(circle), np.sin(circle), color="0.85", lw=1)
         for m in positions:
@@ -77,16 +82,16 @@ def rope_rotations(path, pairs=(0, 4, 16, 32), n_positions=12, head_dim=MISTRAL_
         ax.set_ylim(-1.2, 1.2)
         ax.set_xticks([])
         ax.set_yticks([])
-    sm = plt.cm.ScalarMappable(cmap="viridis", norm=plt.Normalize(0, n_positions - 1))
+    sm = ScalarMappable(cmap="viridis", norm=Normalize(0, n_positions - 1))
     fig.colorbar(sm, ax=axes, label="position m", shrink=0.8)
     fig.suptitle(f"RoPE turns pair i of a head (head_dim = {head_dim}, theta = {theta:g}) "
                  "by m x theta^(-2i/head_dim)", fontsize=10)
-    fig.savefig(path, dpi=130, bbox_inches="tight")
-    plt.close(fig)
-    return Path(path)
+    return finish(fig, path, dpi=130, bbox_inches="tight")
 
 
 def make(out_dir):
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    return [block_diagram(out_dir / "block_diagram.png"), rope_rotations(out_dir / "rope_rotations.png")]
+    """Both figures of the chapter; returns their paths."""
+    paths = [Path(out_dir) / "block_diagram.png", Path(out_dir) / "rope_rotations.png"]
+    block_diagram(paths[0])
+    rope_rotations(paths[1])
+    return paths
