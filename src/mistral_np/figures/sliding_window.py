@@ -1,19 +1,19 @@
 """Experiments and figures of chapter 05 (sliding window attention and its receptive field).
 
 The chapter calls these functions and shows their source; `make(out_dir)` reruns them all.
-Figures are drawn on matplotlib.figure.Figure objects (Agg canvas, no pyplot state), so
-nothing is displayed or left open.
+Figures are drawn on matplotlib Figures (object API, no pyplot state): each function returns its
+figure and writes the PNG only on request (see output.py).
 """
 from pathlib import Path
 import time
 import tracemalloc
 
 import numpy as np
-from matplotlib.figure import Figure
 
 from ..attention import attention, window_mask
 from ..config import ModelArgs
 from ..model import Model, random_model, transformer_block
+from .output import Figure, finish
 
 
 # --- the mask ---------------------------------------------------------------------------------
@@ -44,8 +44,7 @@ def mask_figure(path, T=8, W=3):
     _draw_mask(ax1, window_mask(pos, pos, T), f"causal: row i sees j <= i ({T} x {T})")
     _draw_mask(ax2, window_mask(pos, pos, W), f"sliding window W = {W}: i - {W} < j <= i")
     fig.tight_layout()
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    return Path(path)
+    return finish(fig, path, dpi=120, bbox_inches="tight")
 
 
 # --- the receptive field ----------------------------------------------------------------------
@@ -116,8 +115,7 @@ def reach_figure(path, w_keys, w1_keys):
     axes[0].set_ylabel("positions reached past the changed token")
     axes[0].legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    return Path(path)
+    return finish(fig, path, dpi=120, bbox_inches="tight")
 
 
 # --- the cost ---------------------------------------------------------------------------------
@@ -152,8 +150,8 @@ def peak_bytes(fn, *args):
 
 
 def best_time(fn, *args, budget=0.5, max_repeat=20):
-    """Fastest of several runs (at least 2, more while under `budget` seconds): on a shared
-    machine the minimum is the run least disturbed by other work."""
+    """Fastest of several runs (at least 2, more while under `budget` seconds): other work on the
+    machine only ever adds time, so the minimum is the run it disturbed least."""
     times, start = [], time.perf_counter()
     while len(times) < 2 or (time.perf_counter() - start < budget and len(times) < max_repeat):
         t0 = time.perf_counter()
@@ -164,7 +162,7 @@ def best_time(fn, *args, budget=0.5, max_repeat=20):
 
 def attention_cost(lengths, W=256, n_heads=2, n_kv_heads=1, head_dim=64, full_max=4096, seed=0):
     """Time (s, best of several runs) and peak memory (bytes) of full and banded windowed attention.
-    Full attention is skipped (nan) above full_max: its T x T scores would crowd a laptop."""
+    Full attention is skipped (nan) above full_max: its T x T scores quadruple with each doubling of T."""
     rng = np.random.default_rng(seed)
     rows = []
     for T in lengths:
@@ -203,21 +201,22 @@ def cost_figure(path, rows, W):
         ax.set_xlabel("sequence length T")
         ax.set_ylabel(unit)
         ax.grid(alpha=0.3, which="both")
-    axes[0].legend(fontsize=8)
+    axes[0].legend(fontsize=9, loc="lower right")
     axes[0].set_title("attention time", fontsize=10)
     axes[1].set_title("attention peak memory (tracemalloc)", fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    return Path(path)
+    return finish(fig, path, dpi=120, bbox_inches="tight")
 
 
 COST_LENGTHS = (64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384)
 
 
 def make(out_dir):
+    """The chapter's three figures (the cost figure runs the measurement); returns their paths."""
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = [out_dir / f"sliding_window_{name}.png" for name in ("masks", "reach", "cost")]
     w_keys, w1_keys = reach_table()
-    return [mask_figure(out_dir / "sliding_window_masks.png"),
-            reach_figure(out_dir / "sliding_window_reach.png", w_keys, w1_keys),
-            cost_figure(out_dir / "sliding_window_cost.png", attention_cost(COST_LENGTHS), 256)]
+    mask_figure(paths[0])
+    reach_figure(paths[1], w_keys, w1_keys)
+    cost_figure(paths[2], attention_cost(COST_LENGTHS), 256)
+    return paths
