@@ -1,16 +1,17 @@
 """Experiments and figures of chapter 07 (pre-fill and chunking).
 
 The chapter calls these functions and shows their source; `make(out_dir)` reruns them all.
+Each figure function returns its figure and writes the PNG only on request (see output.py).
 """
 from pathlib import Path
 
 import numpy as np
-from matplotlib.figure import Figure
 
 from ..attention import window_mask
 from ..cache import EMPTY, RollingCache
 from ..config import ModelArgs
 from ..model import random_model
+from .output import Figure, finish
 from .sliding_window import best_time, peak_bytes
 
 
@@ -57,8 +58,7 @@ def chunk_figure(path, T=12, W=4, chunk_size=4, words=None):
         ax.set_xlabel("key position (cache slots, then the chunk)", fontsize=8)
     axes[0].set_ylabel("query position")
     fig.tight_layout()
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    return Path(path)
+    return finish(fig, path, dpi=120, bbox_inches="tight")
 
 
 def cost_args(W=128):
@@ -113,19 +113,20 @@ def cost_figure(path, rows, args, chunk_size):
                 fontsize=8, color="0.4")
         ax.set_xlabel("prompt length T")
         ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    return Path(path)
+    return finish(fig, path, dpi=120, bbox_inches="tight")
 
 
 COST_LENGTHS = (128, 256, 512, 1024, 2048, 4096)
 
 
 def make(out_dir):
+    """The chapter's two figures (the cost figure runs the measurement); returns their paths."""
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = [out_dir / "prefill_chunks.png", out_dir / "prefill_cost.png"]
     args = cost_args()
     rows = prefill_cost(random_model(args, seed=0), COST_LENGTHS, args.W)
-    return [chunk_figure(out_dir / "prefill_chunks.png"),
-            cost_figure(out_dir / "prefill_cost.png", rows, args, args.W)]
+    chunk_figure(paths[0])
+    cost_figure(paths[1], rows, args, args.W)
+    return paths
