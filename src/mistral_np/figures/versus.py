@@ -3,23 +3,23 @@ and the chapter's figures.
 
 Every cost is a function of a ModelArgs alone, so the same line of code gives the number for the
 real 7B/13B configs and for the scaled-down twins the chapter runs. Parameter counts come from
-checkpoint.expected_shapes, the shapes the loader checks real checkpoints against.
+weights.expected_shapes, the shapes the loader checks real checkpoints against. Figures are drawn
+on matplotlib Figures (object API, no pyplot); each figure function returns its figure and writes
+the PNG only on request (see output.py).
 """
 from pathlib import Path
 import json
 import math
 import time
 
-import matplotlib
+from matplotlib.patches import Patch
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from ..cache import RollingCache  # noqa: E402
-from ..checkpoint import expected_shapes  # noqa: E402
-from ..config import MISTRAL_7B, ModelArgs  # noqa: E402
-from ..model import Model, random_model  # noqa: E402
+from ..cache import RollingCache
+from ..config import MISTRAL_7B, ModelArgs
+from ..model import Model, random_model
+from ..weights import expected_shapes
+from .output import Figure, finish
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 BENCHMARKS_JSON = REPO_ROOT / "book" / "data" / "published_benchmarks.json"
@@ -205,30 +205,26 @@ def measure_decode(models, positions, repeats=15, seed=0):
 
 # ---- figures -----------------------------------------------------------------------------------
 
-def _save(fig, path):
-    fig.savefig(path, dpi=130, bbox_inches="tight")
-    plt.close(fig)
-    return Path(path)
-
-
 def costs(path, configs=None, budget_bytes=16 * GiB, max_tokens=32768):
     """Four panels from the configs alone: weights, FLOPs per token, KV cache, a 16 GiB budget."""
     configs = configs or dict(zip(MODELS, (MISTRAL_7B, LLAMA2_13B)))
     names = list(configs)
     colours = [COLOURS.get(n, "grey") for n in names]
-    fig, axes = plt.subplots(2, 2, figsize=(11, 7.5))
+    fig = Figure(figsize=(10.5, 8))
+    axes = fig.subplots(2, 2)
+    budget = budget_bytes / GiB
 
     ax = axes[0, 0]
     gb = [weight_bytes(configs[n]) / GiB for n in names]
     bars = ax.bar(names, gb, color=colours)
     for b, n in zip(bars, names):
         ax.text(b.get_x() + b.get_width() / 2, b.get_height() / 2, f"{n_params(configs[n]) / 1e9:.2f} B params\n"
-                f"{b.get_height():.1f} GiB", ha="center", va="center", fontsize=9, color="white")
-    ax.axhline(budget_bytes / GiB, color="black", ls=":", lw=1)
-    ax.text(1.45, budget_bytes / GiB + 0.4, f"{budget_bytes / GiB:.0f} GiB", fontsize=8, ha="right")
+                f"{b.get_height():.1f} GiB", ha="center", va="center", fontsize=10, color="white")
+    ax.axhline(budget, color="black", ls=":", lw=1)
+    ax.text(-0.45, budget + 0.4, f"budget: {budget:.0f} GiB", fontsize=9, ha="left", va="bottom")
     ax.set_ylabel("weights in bf16 (GiB)")
     ax.set_ylim(0, max(gb) * 1.3)
-    ax.set_title("(a) parameters and weight bytes", fontsize=10)
+    ax.set_title("(a) parameters and weight bytes", fontsize=11)
 
     pos = np.arange(0, max_tokens + 1, 256)
     ax = axes[0, 1]
@@ -241,8 +237,8 @@ def costs(path, configs=None, budget_bytes=16 * GiB, max_tokens=32768):
     ax.set_xlabel("position of the generated token")
     ax.set_ylabel("GFLOP per token")
     ax.set_ylim(0, None)
-    ax.legend(fontsize=8)
-    ax.set_title("(b) FLOPs per generated token", fontsize=10)
+    ax.legend(fontsize=9)
+    ax.set_title("(b) FLOPs per generated token", fontsize=11)
 
     ax = axes[1, 0]
     for n, c in zip(names, colours):
@@ -250,7 +246,7 @@ def costs(path, configs=None, budget_bytes=16 * GiB, max_tokens=32768):
         kv = np.array([kv_cache_bytes(a, int(t)) for t in pos]) / GiB
         inside = pos <= a.max_seq_len
         ax.plot(pos[inside], kv[inside], color=c, label=n)
-        ax.plot(pos[~inside], kv[~inside], color=c, ls="--")
+        ax.plot(pos[~inside], kv[~inside], color=c, ls="--", label=f"{n}, past its {a.max_seq_len} context")
         if has_window(a):                                        # show the full cache too
             full = np.array([kv_cache_bytes(a.replace(W=max_tokens), int(t)) for t in pos]) / GiB
             if not np.allclose(full, kv):
@@ -260,8 +256,8 @@ def costs(path, configs=None, budget_bytes=16 * GiB, max_tokens=32768):
     ax.set_yscale("log")
     ax.set_xlabel("tokens in the sequence")
     ax.set_ylabel("KV cache in bf16 (GiB, log scale)")
-    ax.legend(fontsize=8)
-    ax.set_title("(c) KV cache of one sequence (dashed: past the trained context)", fontsize=10)
+    ax.legend(fontsize=9, loc="lower right")
+    ax.set_title("(c) KV cache of one sequence", fontsize=11)
 
     ax = axes[1, 1]
     lengths = (4096, 8192, 32768)
@@ -275,51 +271,55 @@ def costs(path, configs=None, budget_bytes=16 * GiB, max_tokens=32768):
         ax.bar(xs, [w] * len(lengths), width, color=c, alpha=0.45)
         ax.bar(xs, kv, width, bottom=w, color=c, hatch="//", edgecolor="white")
         for xi, t, total in zip(xs, lengths, w + kv):
-            ax.text(xi, total, f"{total:.0f}", ha="center", va="bottom", fontsize=8)
-    ax.axhline(budget_bytes / GiB, color="black", ls=":", lw=1)
+            ax.text(xi, total + 0.5, f"{total:.0f}", ha="center", va="bottom", fontsize=9)
+    ax.axhline(budget, color="black", ls=":", lw=1)
     ax.set_xticks(x, [f"{t // 1024}k tokens" for t in lengths])
     ax.set_ylabel("GiB: weights (light) + KV cache (hatched)")
-    ax.set_title(f"(d) one sequence vs a {budget_bytes / GiB:.0f} GiB budget (bf16)", fontsize=10)
+    ax.set_ylim(0, ax.get_ylim()[1] * 1.1)
+    ax.legend(handles=[Patch(color=c, label=n) for n, c in zip(names, colours)], fontsize=9, loc="upper left")
+    ax.set_title(f"(d) one sequence vs a {budget:.0f} GiB budget (bf16)", fontsize=11)
     fig.tight_layout()
-    return _save(fig, path)
+    return finish(fig, path, dpi=130, bbox_inches="tight")
 
 
 def measured(path, result, predicted_time_ratio=None):
     """Decode time per token, the time ratio of the two models, and cache bytes held, as measured
     by measure_decode() (the first model in `result` is the denominator of the ratio)."""
     names = list(result)
-    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
+    fig = Figure(figsize=(12, 4.2))
+    axes = fig.subplots(1, 3)
     for name, r in result.items():
         c = COLOURS.get(name, "grey")
         ms = r["seconds"] * 1e3
-        axes[0].plot(r["position"], np.median(ms, axis=1), "o-", color=c, label=f"{name} twin (median)")
+        axes[0].plot(r["position"], np.median(ms, axis=1), "o-", color=c, label=f"{name} twin")
         axes[0].fill_between(r["position"], ms.min(axis=1), np.median(ms, axis=1), color=c, alpha=0.2)
         axes[2].plot(r["tokens"], r["held_bytes"] / 2**20, "o-", color=c, label=f"{name} twin")
     axes[0].set_xlabel("position of the generated token")
-    axes[0].set_ylabel("ms per token (band: down to the minimum)")
+    axes[0].set_ylabel("ms per token")
     axes[0].set_ylim(0, None)
-    axes[0].legend(fontsize=8)
-    axes[0].set_title("decode time per token", fontsize=9)
+    axes[0].legend(fontsize=9, loc="lower right", title="median; band down to the minimum",
+                   title_fontsize=9)
+    axes[0].set_title("decode time per token", fontsize=11)
     if len(names) == 2:
         a, b = (result[n] for n in names)
         paired = b["seconds"] / a["seconds"]                          # steps taken back to back
         q25, q50, q75 = np.percentile(paired, [25, 50, 75], axis=1)
-        axes[1].plot(a["position"], q50, "o-", color="black", label="measured (median of paired steps)")
-        axes[1].fill_between(a["position"], q25, q75, color="grey", alpha=0.3, label="middle half of paired steps")
+        axes[1].plot(a["position"], q50, "o-", color="black", label="measured, median")
+        axes[1].fill_between(a["position"], q25, q75, color="grey", alpha=0.3, label="measured, middle half")
         if predicted_time_ratio is not None:
             axes[1].plot(a["position"], predicted_time_ratio, "s--", color="tab:green", label="predicted from bytes read")
         axes[1].axhline(1, color="grey", lw=0.6)
         axes[1].set_ylim(0, max(3, float(np.nanmax(q75)) * 1.1))
         axes[1].set_xlabel("position of the generated token")
-        axes[1].set_ylabel(f"time per token, {names[1]} / {names[0]} twin")
-        axes[1].legend(fontsize=8)
-        axes[1].set_title("the ratio", fontsize=9)
+        axes[1].set_ylabel("Llama twin time / Mistral twin time")
+        axes[1].legend(fontsize=9, loc="lower right")
+        axes[1].set_title("ratio of back-to-back steps", fontsize=11)
     axes[2].set_xlabel("tokens in the sequence")
     axes[2].set_ylabel("KV cache held (MiB, float32)")
-    axes[2].legend(fontsize=8)
-    axes[2].set_title("cache slots holding keys, counted in the arrays", fontsize=9)
+    axes[2].legend(fontsize=9)
+    axes[2].set_title("cache held, counted in the arrays", fontsize=11)
     fig.tight_layout()
-    return _save(fig, path)
+    return finish(fig, path, dpi=130, bbox_inches="tight")
 
 
 def load_benchmarks(path=BENCHMARKS_JSON):
@@ -332,7 +332,8 @@ def benchmarks(path, data=None):
     data = data or load_benchmarks()
     rows = data["benchmarks"]
     y = np.arange(len(rows))[::-1]
-    fig, ax = plt.subplots(figsize=(9, 6.5))
+    fig = Figure(figsize=(9, 6.5))
+    ax = fig.add_subplot()
     h = 0.38
     ax.barh(y + h / 2, [r["mistral_7b"] for r in rows], h, color=COLOURS["Mistral 7B"],
             label="Mistral 7B (Mistral paper, Table 2)")
@@ -344,25 +345,27 @@ def benchmarks(path, data=None):
                 label="Llama 2 13B (Llama 2 paper's own evaluation)")
     for yi, r in zip(y, rows):
         ax.text(max(r["mistral_7b"], r["llama2_13b"]) + 1, yi, f"{r['mistral_7b'] - r['llama2_13b']:+.1f}",
-                va="center", fontsize=8)
-    ax.set_yticks(y, [f"{r['name']} ({r['setting']})" for r in rows], fontsize=8)
+                va="center", fontsize=9)
+    ax.set_yticks(y, [f"{r['name']} ({r['setting']})" for r in rows], fontsize=9)
     ax.set_xlabel("score (%), higher is better; the number is Mistral 7B minus Llama 2 13B")
     ax.set_xlim(0, 100)
-    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.4, -0.09), ncol=2, frameon=False)
+    ax.legend(fontsize=9, loc="upper center", bbox_to_anchor=(0.4, -0.09), ncol=2, frameon=False)
     ax.set_title("Published results (arXiv:2310.06825 Table 2; arXiv:2307.09288 Tables 20, 21, 25)",
                  fontsize=9)
     fig.tight_layout()
-    return _save(fig, path)
+    return finish(fig, path, dpi=130, bbox_inches="tight")
 
 
 def make(out_dir):
+    """The chapter's three figures (the measured one runs the measurement); returns their paths."""
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = [out_dir / f"versus_{name}.png" for name in ("costs", "measured", "benchmarks")]
     models = twins()
     positions = [0, 128, 256, 384, 512]
     result = measure_decode(models, positions)
     a, b = (m.args for m in models.values())
     predicted = [decode_bytes(b, p, 4, 4) / decode_bytes(a, p, 4, 4) for p in positions]
-    return [costs(out_dir / "versus_costs.png"),
-            measured(out_dir / "versus_measured.png", result, predicted),
-            benchmarks(out_dir / "versus_benchmarks.png")]
+    costs(paths[0])
+    measured(paths[1], result, predicted)
+    benchmarks(paths[2])
+    return paths
