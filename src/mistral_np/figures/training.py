@@ -1,22 +1,23 @@
-"""Figures for the training appendix: the pocket model's training curve."""
+"""Figures for the training appendix: the pocket model's training curve.
+
+Drawn on a matplotlib Figure (object API, no pyplot); the PNG is written only on request (see
+output.py).
+"""
 import json
 from pathlib import Path
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from . import FIGURES_DIR  # noqa: E402
-from ..train import bits_per_char  # noqa: E402
+from . import FIGURES_DIR
+from ..train import bits_per_char
+from .output import Figure, finish
 
 POCKET = Path(__file__).resolve().parents[3] / "models" / "pocket-mistral"
 
 
-def training_curve(log, evaluation=None, ax=None, smooth=20):
+def training_curve(log, evaluation, ax, smooth=20):
     """Training loss (moving average of `smooth` steps) and validation loss, in bits per
-    character, against tokens seen; the n-gram baselines as horizontal lines."""
+    character, against tokens seen, on the axes `ax`; the n-gram baselines as horizontal lines."""
     meta, records = log["meta"], log["records"]
     train_ratio = meta["train_tokens"] / meta["train_chars"]            # tokens per character
     val_ratio = meta["val_tokens"] / meta["val_chars"]
@@ -25,8 +26,6 @@ def training_curve(log, evaluation=None, ax=None, smooth=20):
     smooth = max(1, min(smooth, len(loss)))
     kernel = np.ones(smooth) / smooth
     smoothed = np.convolve(loss, kernel, mode="valid")
-    if ax is None:
-        _, ax = plt.subplots(figsize=(7, 4))
     ax.plot(tokens, bits_per_char(loss, train_ratio, 1), color="0.8", lw=0.8, label="train (each step)")
     ax.plot(tokens[smooth - 1:], bits_per_char(smoothed, train_ratio, 1), color="C0",
             label=f"train ({smooth}-step average)")
@@ -43,24 +42,27 @@ def training_curve(log, evaluation=None, ax=None, smooth=20):
     for epoch in range(1, int(tokens[-1] * 1e6 // meta["train_tokens"]) + 1):
         x = epoch * meta["train_tokens"] / 1e6
         ax.axvline(x, color="0.5", ls=":", lw=1)
-        ax.text(x, 4.9, f" epoch {epoch}", color="0.4", va="top", fontsize=8)
+        ax.text(x, 4.9, f" epoch {epoch}", color="0.4", va="top", fontsize=9)
     ax.set_xlabel("training tokens seen (millions)")
     ax.set_ylabel("loss (bits per character)")
     ax.set_title("The pocket Mistral learning Shakespeare")
-    ax.legend(fontsize=8, loc="center right")
+    ax.legend(fontsize=9, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
     return ax
 
 
-def make(out_dir=FIGURES_DIR, model_dir=POCKET):
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+def curve_figure(path, model_dir=POCKET):
+    """The training curve of the model in model_dir, from its train_log.json (and eval.json)."""
     log = json.loads((Path(model_dir) / "train_log.json").read_text())
     ev_path = Path(model_dir) / "eval.json"
     evaluation = json.loads(ev_path.read_text()) if ev_path.exists() else None
-    fig, ax = plt.subplots(figsize=(7, 4))
-    training_curve(log, evaluation, ax)
+    fig = Figure(figsize=(9.5, 4))
+    training_curve(log, evaluation, fig.add_subplot())
     fig.tight_layout()
-    path = out_dir / "training_curve.png"
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    return finish(fig, path, dpi=120, bbox_inches="tight")
+
+
+def make(out_dir=FIGURES_DIR, model_dir=POCKET):
+    """The appendix's figure; returns its path."""
+    path = Path(out_dir) / "training_curve.png"
+    curve_figure(path, model_dir)
     return [path]
