@@ -64,7 +64,7 @@ def cmd_generate(a):
     prompt = chat_text(a.model, a.prompt) if a.chat else a.prompt
     t0, n = time.perf_counter(), 0
     pieces = generate(model, tokenizer, prompt, a.max_new_tokens, a.temperature, a.top_k,
-                      a.top_p, a.seed, a.chunk_size)
+                      a.top_p, a.seed, a.chunk_size, lookahead=a.lookahead)
     sys.stdout.write(a.prompt + ("\n" if a.chat else ""))            # only once the arguments are checked
     for piece in pieces:
         sys.stdout.write(piece)
@@ -97,6 +97,9 @@ def main(argv=None):
     g.add_argument("--chunk-size", type=int, default=None, metavar="T",
                    help="pre-fill the prompt T tokens at a time (default: the largest chunk whose "
                         "attention scores fit in 256 MiB; any size gives the same result)")
+    g.add_argument("--lookahead", type=int, default=0, metavar="K",
+                   help="draft up to K tokens by prompt lookup and check them in one pass "
+                        "(speculative decoding; same greedy output). Default: 0, one token per pass")
     g.set_defaults(run=cmd_generate)
     # Other commands live beside the code they run: each such module has add_cli(subparsers).
     for name in ("train", "bench", "quantize"):
