@@ -92,7 +92,7 @@ def model_card(args, meta, ev):
     return f"""# pocket-mistral
 
 Mistral 7B's architecture at pocket size, trained on Shakespeare by this book's own NumPy code
-(`src/mistral_np/train.py`), on a 2-core CPU. A Hugging Face `MistralForCausalLM` checkpoint:
+(`src/mistral_np/train.py`) on a CPU. A Hugging Face `MistralForCausalLM` checkpoint:
 `config.json` + `model.safetensors` (bfloat16) + `tokenizer.model` (SentencePiece BPE, 2048 pieces,
 byte fallback, no dummy prefix, trained on the training split). `mistral_np.load` reads it exactly
 as it reads Mistral 7B. All numbers below come from `tools/evaluate_pocket.py` (stored in `eval.json`).
@@ -121,7 +121,7 @@ grouped-query attention, the rolling cache and chunked pre-fill all matter for t
   for validation. {meta['train_tokens']:,} training tokens ({meta['train_chars']:,} characters).
 - {ev['step']} steps of {meta['batch_size']} x {args.max_seq_len} tokens (schedule: {ev['steps_scheduled']} steps{', stopped early by the wall-clock budget' if ev['stopped_early'] else ''}):
   {ev['tokens_seen']:,} tokens seen, {ev['epochs']:.2f} epochs, in {ev['train_minutes']:.1f} minutes
-  (NumPy, float32, one BLAS thread, on a machine shared with other jobs).
+  (NumPy, float32, one BLAS thread).
 - AdamW (betas 0.9, 0.95, weight decay {meta['weight_decay']} on matrices), peak learning rate {meta['lr']},
   {meta['warmup']} warmup steps then cosine decay to 10%, gradient clipping at {meta['max_grad_norm']}.
 - Final training loss (mean of the last 20 steps): {ev['final_train_loss_avg_last_20']:.3f} nats/token.
@@ -162,8 +162,7 @@ python tools/evaluate_pocket.py --run runs/pocket --model models/pocket-mistral
 ```
 
 `--minutes` is a wall-clock budget: when it runs out the run saves and stops, before the end of
-its schedule. (`OPENBLAS_NUM_THREADS=1` was set for the run: on a shared 2-core machine one BLAS thread per
-process was steadier than two.) Runs are resumable: run the same `train` command again.
+its schedule. (`OPENBLAS_NUM_THREADS=1` was set for the run.) Runs are resumable: run the same `train` command again.
 """
 
 

@@ -2,20 +2,19 @@
 from pathlib import Path
 
 import matplotlib
+from matplotlib.figure import Figure
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from ..config import MISTRAL_7B  # noqa: E402
+from ..config import MISTRAL_7B
 
 
 def head_groups(path, n_heads=MISTRAL_7B.n_heads, n_kv_heads=MISTRAL_7B.n_kv_heads):
     """Query heads on top, key/value heads below; query head h reads kv head h // (n_heads // n_kv_heads)."""
     group = n_heads // n_kv_heads
     kv_of = np.arange(n_heads) // group                          # (n_heads,)
-    colours = plt.cm.tab10(np.arange(n_kv_heads) % 10)
-    fig, ax = plt.subplots(figsize=(10, 3.2))
+    colours = matplotlib.colormaps["tab10"](np.arange(n_kv_heads) % 10)
+    fig = Figure(figsize=(10, 3.2))
+    ax = fig.add_subplot()
     xq = np.arange(n_heads)                                      # query heads spread over the width
     xk = (np.arange(n_kv_heads) + 0.5) * group - 0.5             # each kv head under its group's middle
     for h in range(n_heads):
@@ -34,7 +33,6 @@ def head_groups(path, n_heads=MISTRAL_7B.n_heads, n_kv_heads=MISTRAL_7B.n_kv_hea
     ax.set_title(f"Grouped-query attention: query head h reads key/value head h // {group}",
                  fontsize=10)
     fig.savefig(path, dpi=130, bbox_inches="tight")
-    plt.close(fig)
     return Path(path)
 
 
