@@ -5,6 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tools/setup.sh
 export MPLBACKEND=Agg
+# Running the tests must leave the repository as it was: compare tracked files before and after.
+tracked_before=$(git status --porcelain --untracked-files=no 2>/dev/null || true)
 echo "== library tests"
 .venv/bin/python -m pytest -p no:cacheprovider -q tests --ignore=tests/browser
 echo "== chapters (nbval)"
@@ -18,3 +20,10 @@ if [ -f tests/browser/test_book.py ]; then
   .venv/bin/jupyter-book build --all -W --keep-going . >/dev/null
   .venv/bin/python -m pytest -p no:cacheprovider -q tests/browser
 fi
+tracked_after=$(git status --porcelain --untracked-files=no 2>/dev/null || true)
+if [ "$tracked_before" != "$tracked_after" ]; then
+  echo "error: running the tests changed tracked files:" >&2
+  diff <(echo "$tracked_before") <(echo "$tracked_after") >&2 || true
+  exit 1
+fi
+echo "== tracked files unchanged by the tests"
