@@ -1,18 +1,24 @@
 """Mistral 7B from scratch in NumPy: the code the book builds, one concept per module.
 
-    config      ModelArgs, reading config.json / params.json
-    safetensors reading and writing the weight files, memory-mapped
-    bf16        bfloat16 bits widened to float32 where they are used
-    layers      RMSNorm, rotary embeddings, SwiGLU, linear
-    attention   the sliding-window mask and grouped-query attention
-    cache       the rolling buffer KV cache
-    model       the transformer block and the Model (forward, new_cache, prefill)
-    checkpoint  load(path) for Hugging Face's and Mistral's layouts, save()
-    quants      GGML's block types (Q8_0, Q4_0, Q4_1, ...) as weights; kquants: the K-quants
-    gguf        reading llama.cpp's GGUF files: metadata, tensors, a Model
-    tokenizer   SentencePiece with streaming-safe decoding; gguf_tokenizer: BPE from a GGUF file
-    generate    sampling and the generation loop
-    speculative several tokens per pass: prompt-lookup drafts checked in one pass (lookahead=k)
+    paths        where the repository, its data, figures and the pocket model are
+    config       ModelArgs, reading config.json / params.json
+    weights      the weight layout: names, shapes, the nested dict the model takes
+    safetensors  reading and writing the weight files, memory-mapped
+    bf16         bfloat16 bits widened to float32 where they are used (and the blocked product)
+    int8         int8 rows with a scale each, as a weight type; quantize: writing such checkpoints
+    quants       GGML's block types (Q8_0, Q4_0, Q4_1, ...) as weights; kquants: the K-quants;
+                 kmatmul: K-quant products without widening whole blocks
+    layers       RMSNorm, rotary embeddings, SwiGLU, linear (and the weight-type protocol)
+    attention    the sliding-window mask and grouped-query attention
+    cache        the rolling buffer KV cache
+    model        the transformer block and the Model (forward, new_cache, prefill)
+    checkpoint   load(path) for Hugging Face's and Mistral's layouts (and GGUF), save()
+    gguf         reading and writing llama.cpp's GGUF files: metadata, tensors, a Model
+    tokenizer    SentencePiece with streaming-safe decoding; gguf_tokenizer: BPE from a GGUF file
+    sampling     greedy, temperature, top-k, top-p
+    generate     the generation loop
+    speculative  several tokens per pass: prompt-lookup drafts checked in one pass (lookahead=k)
+    bench, train, corpus, figures: measuring, training the pocket model, its data, the figures
 """
 from pathlib import Path
 

@@ -16,7 +16,7 @@ from .layers import as_f32, permute_halves_to_pairs, permute_pairs_to_halves
 from .gguf import is_gguf, load_gguf
 from .model import Model
 from .paths import require_regular_file
-from .quantize import SCALE_SUFFIX, Int8
+from .int8 import SCALE_SUFFIX, Int8
 from .quants import WIDEN_AT_LOAD_BYTES
 from .weights import LAYER_KEYS, expected_shapes, nest
 from .safetensors import load_file, read_header, save_file

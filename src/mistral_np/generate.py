@@ -1,53 +1,12 @@
-"""Sampling and the generation loop: chunked pre-fill of the prompt, then one token at a time.
+"""The generation loop: chunked pre-fill of the prompt, then one token at a time.
 
 The rolling cache keeps memory flat, so generation may run past W and past the context length.
 """
 import numpy as np
 
+from .sampling import GREEDY_BELOW, check_sampling, distribution, sample  # noqa: F401 (re-exported)
+from .speculative import speculative_stream
 from .tokenizer import StreamDecoder
-
-
-def check_sampling(temperature=0.0, top_k=0, top_p=1.0, max_new_tokens=1):
-    if not np.isfinite(temperature) or temperature < 0:
-        raise ValueError(f"temperature must be >= 0 (0 means greedy), got {temperature}")
-    if not isinstance(top_k, (int, np.integer)) or top_k < 0:
-        raise ValueError(f"top_k must be an integer >= 0 (0 means no top-k filter), got {top_k!r}")
-    if not (0 < top_p <= 1):
-        raise ValueError(f"top_p must be in (0, 1] (1 means no nucleus filter), got {top_p}")
-    if not isinstance(max_new_tokens, (int, np.integer)) or max_new_tokens < 0:
-        raise ValueError(f"max_new_tokens must be an integer >= 0, got {max_new_tokens!r}")
-
-
-GREEDY_BELOW = 1e-6   # smaller temperatures mean argmax anyway, and dividing by them overflows
-
-
-def sample(logits, temperature=0.0, top_k=0, top_p=1.0, rng=None):
-    """One token id from logits (vocab,): greedy at temperature 0 (or below 1e-6), else top-k, then top-p."""
-    if not np.isfinite(logits).all():
-        raise ValueError("sample: the logits hold NaN or inf; the weights or the config hold invalid numbers")
-    if temperature < GREEDY_BELOW:
-        return int(np.argmax(logits))
-    p = distribution(logits, temperature, top_k, top_p)
-    rng = rng if rng is not None else np.random.default_rng()
-    return int(rng.choice(p.size, p=p))
-
-
-def distribution(logits, temperature, top_k=0, top_p=1.0):
-    """The probabilities (vocab,) float64 that sample() draws from at temperature > 0."""
-    z = logits.astype(np.float64) / temperature
-    if top_k:
-        kth = np.sort(z)[-min(top_k, z.size)]
-        z = np.where(z < kth, -np.inf, z)
-    p = np.exp(z - z.max())
-    p /= p.sum()
-    if top_p < 1:
-        order = np.argsort(-p, kind="stable")
-        cum = np.cumsum(p[order])
-        keep = order[: int(np.searchsorted(cum, top_p)) + 1]   # smallest set with mass >= top_p
-        q = np.zeros_like(p)
-        q[keep] = p[keep]
-        p = q / q.sum()
-    return p
 
 
 def generate_ids(model, prompt_ids, max_new_tokens=64, temperature=0.0, top_k=0, top_p=1.0,
@@ -76,7 +35,6 @@ def generate_ids(model, prompt_ids, max_new_tokens=64, temperature=0.0, top_k=0,
     cache = cache if cache is not None else model.new_cache()
     cache.check_fits(model.args)                         # now, not at the first token
     if lookahead:
-        from .speculative import speculative_stream   # speculative.py imports this module
         return speculative_stream(model, prompt_ids, max_new_tokens, lookahead, temperature, top_k,
                                   top_p, np.random.default_rng(seed), chunk_size, stop_at_eos, eos_id, cache)
     return _token_stream(model, prompt_ids, max_new_tokens, temperature, top_k, top_p,

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from .generate import GREEDY_BELOW, distribution, sample
+from .sampling import GREEDY_BELOW, distribution, sample
 
 
 def lookup_draft(context, k, max_ngram=3, min_ngram=2):

@@ -504,7 +504,8 @@ def train(run_dir, args: ModelArgs, steps, batch_size, lr, warmup, minutes, seed
 
     A resumed run must be asked for with its own settings (see SETTINGS). A state that is not
     finite is never saved: training stops with Diverged and the last good checkpoint stays."""
-    from . import DEFAULT_MODEL, Tokenizer
+    from .paths import DEFAULT_MODEL
+    from .tokenizer import Tokenizer
     check_settings(steps, batch_size, lr, warmup, minutes, seed, weight_decay, max_grad_norm,
                    eval_every, ckpt_every)
     check_memory(args, batch_size)
