@@ -17,6 +17,7 @@ import time
 import numpy as np
 
 from .bf16 import blas_threads
+from .paths import shown
 
 
 def memory():
@@ -149,7 +150,7 @@ def run(model_dir, prompt_tokens=128, decode_tokens=8, contexts=(), seed=0, log=
     matrices = [model.weights["output"]] + [t for blk in model.weights["layers"] for t in blk.values() if t.ndim == 2]
     r["matrix_dtypes"] = dict(sorted(Counter(str(t.dtype) for t in matrices).items()))
     r["weight_bytes_per_token"] = weight_bytes_per_token(model)
-    log(f"loaded {model_dir} in {seconds(r['load_s'])}: {r['params']:,} parameters, "
+    log(f"loaded {shown(model_dir)} in {seconds(r['load_s'])}: {r['params']:,} parameters, "
         f"{' + '.join(f'{n} {k}' for k, n in r['matrix_dtypes'].items())} matrices"
         f"{'' if isinstance(model.weights['output'], np.ndarray) else ' memory-mapped'}, window {a.W}; "
         f"{size(r['weight_bytes_per_token'])} of weights read per token")

@@ -20,3 +20,9 @@ def require_regular_file(path, what="file"):
                 else "a device or socket")
         raise ValueError(f"{path}: the {what} is {kind}, not a regular file; put the real file there")
     return Path(path)
+
+
+def shown(path):
+    """A path as a reader should see it: relative to the repository when inside it."""
+    path = Path(path).resolve()
+    return str(path.relative_to(REPO_ROOT)) if path.is_relative_to(REPO_ROOT) else str(path)
