@@ -19,6 +19,7 @@
     generate     the generation loop
     speculative  several tokens per pass: prompt-lookup drafts checked in one pass (lookahead=k)
     bench, train, corpus, figures: measuring, training the pocket model, its data, the figures
+    book         the chapters' helpers: show a function's source, paths relative to the repository
 """
 from pathlib import Path
 
