@@ -46,7 +46,6 @@ tokens (KV cache) equal the argmax of a no-cache forward pass over the whole seq
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import platform
@@ -64,6 +63,8 @@ from tokenizers import pre_tokenizers
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tools"))
+from fetch_data import file_sha256  # noqa: E402  (the pinned file's own check)
 FOLDER = ROOT / "data" / "smollm2"
 NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
@@ -138,14 +139,6 @@ TEXTS = [
 def f32(x) -> float:
     """A float32 as the shortest decimal that reads back to the same float32."""
     return float(str(np.float32(x)))
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def dumps(obj, indent: int = 0) -> str:
@@ -310,7 +303,7 @@ def timing(model, tok) -> dict:
 def main() -> None:
     torch.manual_seed(0)
     torch.set_num_threads(THREADS)
-    digest = sha256(FOLDER / NAME)
+    digest = file_sha256(FOLDER / NAME)
     assert digest == SHA256, f"{NAME}: sha256 {digest}, expected {SHA256}"
 
     tok = AutoTokenizer.from_pretrained(FOLDER, gguf_file=NAME)

@@ -50,7 +50,7 @@ def check_blocks(name, blocks, type_size):
     return blocks.reshape(-1, type_size)
 
 
-def _f16(blocks, at):
+def f16_at(blocks, at):
     """The f16 stored at bytes at:at+2 of every block, as float32 (n_blocks,)."""
     return blocks[:, at:at + 2].view(np.float16)[:, 0].astype(np.float32)
 
@@ -68,7 +68,7 @@ def nonfinite_scales(blocks, type_id):
     """How many super-blocks have an inf or NaN super-scale (d or dmin): such a block dequantizes
     to inf or NaN weights. Reads only the scale bytes, so a loader can afford it once per tensor."""
     kind, offsets = _SUPER_SCALES[type_id]
-    read = _f16 if kind == np.float16 else _f32
+    read = f16_at if kind == np.float16 else _f32
     bad = np.zeros(len(blocks), bool)
     for at in offsets:
         bad |= ~np.isfinite(read(blocks, at))
@@ -133,7 +133,7 @@ def _scales_mins_k4(blocks):
     m[:4] = b[4:8] & 0x3F
     sc[4:] = (b[8:12] & 0x0F) | ((b[0:4] >> 6) << 4)
     m[4:] = (b[8:12] >> 4) | ((b[4:8] >> 6) << 4)
-    return (_f16(blocks, 0) * sc).T, (_f16(blocks, 2) * m).T       # (n, 8) each
+    return (f16_at(blocks, 0) * sc).T, (f16_at(blocks, 2) * m).T       # (n, 8) each
 
 
 def _nibbles_into(w, qs):
@@ -188,8 +188,8 @@ def dequantize_q2_k(blocks, out=None):
     n, out = _start(blocks, 84, out)
     sc_m = blocks[:, 0:16]
     out[...] = _crumbs(blocks[:, 16:80])
-    _scale_and_shift(out.reshape(n, 16, 16), _f16(blocks, 80)[:, None] * (sc_m & 0x0F),
-                     _f16(blocks, 82)[:, None] * (sc_m >> 4))
+    _scale_and_shift(out.reshape(n, 16, 16), f16_at(blocks, 80)[:, None] * (sc_m & 0x0F),
+                     f16_at(blocks, 82)[:, None] * (sc_m >> 4))
     return out
 
 
@@ -224,7 +224,7 @@ def dequantize_q3_k(blocks, out=None):
     q = q.view(np.int8)
     q -= 4
     out[...] = q
-    _scale_and_shift(out.reshape(n, 16, 16), _f16(blocks, 108)[:, None] * _scales_k3(blocks[:, 96:108]))
+    _scale_and_shift(out.reshape(n, 16, 16), f16_at(blocks, 108)[:, None] * _scales_k3(blocks[:, 96:108]))
     return out
 
 
@@ -246,7 +246,7 @@ def dequantize_q6_k(blocks, out=None):
     high = high.view(np.int8)
     high -= 32
     out += high.reshape(n, 256)
-    _scale_and_shift(out.reshape(n, 16, 16), _f16(blocks, 208)[:, None] * blocks[:, 192:208].view(np.int8))
+    _scale_and_shift(out.reshape(n, 16, 16), f16_at(blocks, 208)[:, None] * blocks[:, 192:208].view(np.int8))
     return out
 
 

@@ -19,18 +19,13 @@ import numpy as np
 
 from . import kmatmul
 from .bf16 import blocked_matmul_t, bf16_bits_to_f32
-from .kquants import K_QUANTS, nonfinite_scales as nonfinite_k_scales, random_blocks as random_k_blocks
+from .kquants import K_QUANTS, f16_at, nonfinite_scales as nonfinite_k_scales, random_blocks as random_k_blocks
 
 WIDEN_AT_LOAD_BYTES = 512 * 2**20   # checkpoints smaller than this are widened to float32 at load
 
 
 def _out(out, n_blocks, block_size):
     return np.empty((n_blocks, block_size), np.float32) if out is None else out
-
-
-def _f16(blocks, at):
-    """The f16 stored at bytes at:at+2 of every block, as a float32 column (n_blocks, 1)."""
-    return blocks[:, at:at + 2].view(np.float16).astype(np.float32)
 
 
 def dequantize_f32(blocks, out=None):
@@ -55,7 +50,7 @@ def dequantize_q8_0(blocks, out=None):
     """Q8_0: w = d * q, 32 int8 q per block."""
     out = _out(out, len(blocks), 32)
     np.copyto(out, blocks[:, 2:].view(np.int8), casting="unsafe")     # (n, 32) int8 -> float32
-    out *= _f16(blocks, 0)
+    out *= f16_at(blocks, 0)[:, None]
     return out
 
 
@@ -70,15 +65,15 @@ def dequantize_q4_0(blocks, out=None):
     """Q4_0: w = d * (q - 8), q in 0..15."""
     out = _nibbles(blocks[:, 2:], _out(out, len(blocks), 32))
     out -= 8
-    out *= _f16(blocks, 0)
+    out *= f16_at(blocks, 0)[:, None]
     return out
 
 
 def dequantize_q4_1(blocks, out=None):
     """Q4_1: w = d * q + m, q in 0..15: a scale and a minimum per 32 weights."""
     out = _nibbles(blocks[:, 4:], _out(out, len(blocks), 32))
-    out *= _f16(blocks, 0)
-    out += _f16(blocks, 2)
+    out *= f16_at(blocks, 0)[:, None]
+    out += f16_at(blocks, 2)[:, None]
     return out
 
 
@@ -120,7 +115,7 @@ def nonfinite_blocks(type_id, blocks):
     if type_id in SCALE_OFFSETS:
         bad = np.zeros(len(blocks), bool)
         for at in SCALE_OFFSETS[type_id]:
-            bad |= ~np.isfinite(blocks[:, at:at + 2].view(np.float16)[:, 0])
+            bad |= ~np.isfinite(f16_at(blocks, at))
         return int(bad.sum())
     return int((~np.isfinite(GGML_TYPES[type_id][3](blocks))).sum())     # F32 / F16 / BF16 values
 
