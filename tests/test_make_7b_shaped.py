@@ -1,4 +1,6 @@
-"""tools/make_7b_shaped_checkpoint.py without writing 14.5 GB: the shard split, the rounding, the Q4_K_M GGUF layout."""
+"""tools/make_7b_shaped_checkpoint.py without writing 14.5 GB: the shard split, the rounding, the one
+safetensors header writer (shared with save_file and quantize), the Q4_K_M GGUF layout."""
+from concurrent.futures import ThreadPoolExecutor
 import importlib.util
 
 import numpy as np
@@ -7,9 +9,11 @@ import pytest
 import mistral_np
 from mistral_np import MISTRAL_7B
 from mistral_np.bf16 import f32_to_bf16_bits
-from mistral_np.checkpoint import expected_shapes
+from mistral_np.checkpoint import expected_shapes, hf_name
 from mistral_np.gguf import read_gguf
+from mistral_np.quantize import INT8_METADATA, _write_int8
 from mistral_np.quants import GGMLTensor, row_bytes
+from mistral_np.safetensors import header_bytes, save_file
 
 from helpers import REPO
 
@@ -32,6 +36,34 @@ def test_rounding_agrees_with_the_library_away_from_ties():
     x = np.random.default_rng(0).standard_normal(100_000).astype(np.float32) * 0.02
     x = x[(x.view(np.uint32) & 0xFFFF) != 0x8000]      # exact ties: the tool rounds them away from 0
     np.testing.assert_array_equal(make7b.to_bf16_bits(x.copy()), f32_to_bf16_bits(x))
+
+
+def test_shard_header_gives_the_published_file_size():
+    tensors = sorted((hf_name(b), "BF16", s) for b, s in expected_shapes(MISTRAL_7B).items()
+                     if make7b.shard_of(b) == make7b.SHARDS[0])
+    head, data_bytes = header_bytes(tensors, {"format": "pt"})
+    assert (len(head), data_bytes) == (23_616, 9_942_958_080)       # 9,942,981,696 bytes, as published
+
+
+def test_save_file_the_int8_writer_and_this_tool_write_one_header(tmp_path):
+    """All three writers take their header from safetensors.header_bytes."""
+    rng = np.random.default_rng(0)
+    w, norm = rng.standard_normal((4, 6)).astype(np.float32), rng.standard_normal(6).astype(np.float32)
+    entries = [("a.norm", "BF16", (6,)), ("b.weight", "BF16", (4, 6))]
+    head, data_bytes = header_bytes(entries, {"format": "pt"})
+    save_file(tmp_path / "s.safetensors", {"a.norm": norm, "b.weight": w}, {"format": "pt"}, dtype="BF16")
+    with ThreadPoolExecutor(1) as pool:
+        make7b.write_file(tmp_path / "t.safetensors", [("a.norm", "norm.weight", (6,)),
+                          ("b.weight", "layers.0.feed_forward.w1.weight", (4, 6))], 0, "hf", pool,
+                          make7b.Progress(data_bytes))
+    for name in ("s", "t"):
+        raw = (tmp_path / f"{name}.safetensors").read_bytes()
+        assert raw[:len(head)] == head and len(raw) == len(head) + data_bytes
+    _write_int8({"b.weight": w, "a.norm": norm}, tmp_path / "q.safetensors")
+    head, data_bytes = header_bytes([("a.norm", "F32", (6,)), ("b.weight", "I8", (4, 6)),
+                                     ("b.weight_scale", "F32", (4,))], INT8_METADATA)
+    raw = (tmp_path / "q.safetensors").read_bytes()
+    assert raw[:len(head)] == head and len(raw) == len(head) + data_bytes
 
 
 # ---- --format gguf: a llama.cpp Q4_K_M file ----

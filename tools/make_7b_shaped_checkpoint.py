@@ -41,7 +41,6 @@ import argparse
 import json
 import resource
 import shutil
-import struct
 import sys
 import time
 import zlib
@@ -54,6 +53,7 @@ from mistral_np.corpus import mistral_tokenizer_path
 from mistral_np.gguf import gguf_name, write_gguf
 from mistral_np.layers import permute_pairs_to_halves
 from mistral_np.quants import random_blocks, row_bytes, type_name
+from mistral_np.safetensors import header_bytes
 
 # config.json of mistralai/Mistral-7B-v0.1 (keys and values as published).
 HF_CONFIG = {
@@ -117,19 +117,6 @@ def make_block(book_name, shape, r0, r1, block_seed, layout, n_heads):
     return to_bf16_bits(x)
 
 
-def header_bytes(entries):
-    """safetensors header for [(name, shape)] of bf16 tensors, laid out in that order."""
-    header, offset = {}, 0
-    for name, shape in entries:
-        n = int(np.prod(shape)) * 2
-        header[name] = {"dtype": "BF16", "shape": list(shape), "data_offsets": [offset, offset + n]}
-        offset += n
-    header["__metadata__"] = {"format": "pt"}
-    text = json.dumps(header, separators=(",", ":")).encode()
-    text += b" " * (-len(text) % 8)
-    return struct.pack("<Q", len(text)) + text, offset
-
-
 class Progress:
     """One line on stderr, rewritten in place: GB written, rate and time left."""
 
@@ -151,7 +138,7 @@ def write_block(bits, f, progress):
 def write_file(path, tensors, seed, layout, pool, progress):
     """Stream [(file name, book name, shape)] into one safetensors file, blocks in order."""
     args = MISTRAL_7B
-    head, data_bytes = header_bytes([(name, shape) for name, _, shape in tensors])
+    head, data_bytes = header_bytes([(name, "BF16", shape) for name, _, shape in tensors], {"format": "pt"})
     with open(path, "wb") as f:
         f.write(head)
         for name, book, shape in tensors:

@@ -8,9 +8,7 @@ model.safetensors where each matrix "name" is an I8 tensor beside an F32 tensor 
 Mistral 7B needs well under 1 GB of memory.
 """
 from pathlib import Path
-import json
 import shutil
-import struct
 import sys
 import time
 
@@ -20,19 +18,9 @@ from .bf16 import BF16
 from .checkpoint import load, read_tensors
 from .int8 import SCALE_SUFFIX, Int8, quantize_rows  # noqa: F401 (Int8 re-exported)
 from .paths import DEFAULT_MODEL
+from .safetensors import header_bytes
 
-def _header(entries):
-    """safetensors header bytes for [(name, dtype, shape)], data laid out in that order."""
-    sizes = {"I8": 1, "F32": 4, "BF16": 2}
-    header, offset = {}, 0
-    for name, dtype, shape in entries:
-        n = int(np.prod(shape)) * sizes[dtype]
-        header[name] = {"dtype": dtype, "shape": list(shape), "data_offsets": [offset, offset + n]}
-        offset += n
-    header["__metadata__"] = {"format": "pt", "quantization": "int8 per-row absmax (mistral_np)"}
-    text = json.dumps(header, separators=(",", ":")).encode()
-    text += b" " * (-len(text) % 8)
-    return struct.pack("<Q", len(text)) + text
+INT8_METADATA = {"format": "pt", "quantization": "int8 per-row absmax (mistral_np)"}
 
 
 def check_out_dir(model_dir, out_dir, force=False):
@@ -101,7 +89,7 @@ def _write_int8(tensors, path):
         else:
             entries.append((name, "BF16" if isinstance(t, BF16) else "F32", t.shape))
     with open(path, "wb") as f:
-        f.write(_header(entries))
+        f.write(header_bytes(entries, INT8_METADATA)[0])
         for name, dtype, _ in entries:
             if name.endswith(SCALE_SUFFIX):
                 continue

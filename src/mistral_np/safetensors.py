@@ -120,27 +120,36 @@ def load_file(path):
     return tensors
 
 
+def header_bytes(entries, metadata=None):
+    """(header, data bytes) for [(name, dtype, shape)] laid out in that order: the header is the
+    8-byte length, then the JSON (metadata, if any, as strings) padded with spaces to 8 bytes."""
+    header, offset = {}, 0
+    for name, dtype, shape in entries:
+        n = int(math.prod(shape)) * np.dtype(DTYPES[dtype]).itemsize
+        header[name] = {"dtype": dtype, "shape": list(shape), "data_offsets": [offset, offset + n]}
+        offset += n
+    if metadata:
+        header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)   # align the data to 8 bytes, as the reference writer does
+    return struct.pack("<Q", len(text)) + text, offset
+
+
 def save_file(path, tensors, metadata=None, dtype="F32"):
     """Write {name: float array} as safetensors; dtype "F32" or "BF16" (rounded to nearest even)."""
-    header, blobs, offset = {}, [], 0
+    entries, blobs = [], []
+    inverse = {np.dtype(v): k for k, v in DTYPES.items() if k != "BF16"}
     for name, arr in tensors.items():
         arr = np.asarray(arr)
         if dtype == "BF16" and arr.dtype.kind == "f":
             raw, kind = f32_to_bf16_bits(arr), "BF16"
         else:
-            inverse = {np.dtype(v): k for k, v in DTYPES.items() if k != "BF16"}
             arr = arr.astype(np.float32) if arr.dtype.kind == "f" and dtype == "F32" else arr
             raw, kind = arr, inverse[arr.dtype]
-        data = np.ascontiguousarray(raw).astype(raw.dtype.newbyteorder("<"), copy=False).tobytes()
-        header[name] = {"dtype": kind, "shape": list(arr.shape), "data_offsets": [offset, offset + len(data)]}
-        blobs.append(data)
-        offset += len(data)
-    if metadata:
-        header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
-    text = json.dumps(header, separators=(",", ":")).encode()
-    text += b" " * (-len(text) % 8)   # align the data to 8 bytes, as the reference writer does
+        entries.append((name, kind, arr.shape))
+        blobs.append(np.ascontiguousarray(raw).astype(raw.dtype.newbyteorder("<"), copy=False).tobytes())
+    head, _ = header_bytes(entries, metadata)
     with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(text)))
-        f.write(text)
+        f.write(head)
         for data in blobs:
             f.write(data)
