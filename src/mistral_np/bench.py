@@ -17,6 +17,7 @@ import time
 import numpy as np
 
 from .bf16 import blas_threads
+from .costs import cache_bytes_per_token, weight_bytes_per_token
 from .paths import shown
 
 
@@ -48,20 +49,6 @@ def read_bandwidth(nbytes=2**30, repeats=7):
     return a.nbytes / min(times), a.nbytes / statistics.median(times)
 
 
-def weight_bytes_per_token(model):
-    """Bytes of weights one decoded token reads: every matrix, but one row of the embeddings."""
-    w = model.weights
-    arrays = [w["norm"], w["output"]] + [t for blk in w["layers"] for t in blk.values()]
-    emb = w["tok_embeddings"]
-    return sum(a.nbytes for a in arrays) + emb.nbytes // emb.shape[0]
-
-
-def cache_bytes_per_token(cache, n_seen):
-    """Bytes of keys and values decode attends over once n_seen tokens went by."""
-    filled = min(n_seen, cache.W)
-    return (cache.k.nbytes + cache.v.nbytes) * filled // cache.W
-
-
 def fill_cache(cache, n_seen, seed=0):
     """Put the cache in the state it has after n_seen tokens (random keys and values).
 
@@ -71,13 +58,11 @@ def fill_cache(cache, n_seen, seed=0):
     """
     rng = np.random.default_rng(seed)
     positions = np.arange(max(0, n_seen - cache.W), n_seen)
-    slots = positions % cache.W
+    shape = (len(positions),) + cache.k.shape[2:]                       # (T, n_kv, hd)
     for layer in range(cache.k.shape[0]):
-        shape = (len(slots),) + cache.k.shape[2:]
-        cache.k[layer, slots] = rng.standard_normal(shape, dtype=np.float32)
-        cache.v[layer, slots] = rng.standard_normal(shape, dtype=np.float32)
-    cache.pos[slots] = positions
-    cache.n_seen = n_seen
+        cache.store(layer, rng.standard_normal(shape, dtype=np.float32),
+                    rng.standard_normal(shape, dtype=np.float32), positions)
+    cache.advance(positions)
 
 
 def seconds(t):

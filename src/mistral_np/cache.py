@@ -44,7 +44,7 @@ class RollingCache:
         if self.broken:
             raise ValueError(f"cache: unusable: {self.broken}; start again with model.new_cache()")
         want = (args.n_layers, args.W, args.n_kv_heads, args.head_dim)   # (L, W, n_kv, hd)
-        if self.k.shape != want or self.W != args.W:
+        if self.k.shape != want:
             raise ValueError(f"cache: built for (layers, W, kv heads, head_dim) = {self.k.shape} but the "
                              f"model has {want}; use model.new_cache()")
 
@@ -68,7 +68,7 @@ class RollingCache:
             # so write first and attend over the buffer in place (no copy of the cache).
             # Slots fill in order 0, 1, 2, ... until the buffer wraps: attend over the filled ones only.
             slot, filled = positions[0] % W, min(int(positions[0]) + 1, W)
-            self.k[layer, slot], self.v[layer, slot] = k[0], v[0]
+            self.store(layer, k, v, positions)
             kpos = self.pos[:filled].copy()
             kpos[slot] = positions[0]
             mask = window_mask(positions, kpos, W) & (kpos != EMPTY)
@@ -80,16 +80,37 @@ class RollingCache:
         values = np.concatenate([self.v[layer][held], v])
         kpos = np.concatenate([self.pos[held], positions])               # (S + T,)
         out = attention(q, keys, values, window_mask(positions, kpos, W))
-        keep = slice(max(0, T - W), T)                                   # only the last W survive
-        slots = positions[keep] % W
-        self.k[layer, slots], self.v[layer, slots] = k[keep], v[keep]
+        self.store(layer, k, v, positions)
         return out
+
+    def store(self, layer, k, v, positions):
+        """Write one layer's keys and values (T, n_kv, hd) of `positions` to slots p mod W. Of
+        more than W new positions only the last W survive. Once every layer has stored them,
+        advance(positions) records them."""
+        keep = slice(max(0, len(positions) - self.W), len(positions))
+        slots = positions[keep] % self.W
+        self.k[layer, slots], self.v[layer, slots] = k[keep], v[keep]
 
     def advance(self, positions):
         """After every layer has stored the chunk: record which position each slot now holds."""
         keep = positions[max(0, len(positions) - self.W):]
         self.pos[keep % self.W] = keep
         self.n_seen = int(positions[-1]) + 1
+
+    def resized(self, W):
+        """A copy with W slots holding the same last min(W, n_seen) positions: a cache for a
+        sequence that grows (W larger), or for a shorter window. Growing a cache that has already
+        wrapped is refused: the positions it dropped are gone."""
+        if W > self.W and self.n_seen > self.W:
+            raise ValueError(f"resized: a cache holding the last {self.W} of {self.n_seen} positions "
+                             f"cannot grow to {W} slots; the earlier positions are gone")
+        L, _, n_kv, hd = self.k.shape
+        new = RollingCache(L, W, n_kv, hd, self.k.dtype)
+        held = np.flatnonzero((self.pos != EMPTY) & (self.pos >= self.n_seen - W))   # slots kept
+        slots = self.pos[held] % W
+        new.k[:, slots], new.v[:, slots], new.pos[slots] = self.k[:, held], self.v[:, held], self.pos[held]
+        new.n_seen = self.n_seen
+        return new
 
     def save(self, n_new):
         """The slots the next n_new positions (1 <= n_new <= W) will overwrite, with what they hold

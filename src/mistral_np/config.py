@@ -58,6 +58,11 @@ MISTRAL_7B = ModelArgs(dim=4096, n_layers=32, head_dim=128, hidden_dim=14336, n_
                        n_kv_heads=8, vocab_size=32000, W=4096, max_seq_len=8192,
                        norm_eps=1e-5, rope_theta=10000.0, tie_embeddings=False)
 
+# Llama 2 13B in the book's terms: multi-head attention (n_kv_heads = n_heads) and no sliding
+# window, which in this code is a window as long as the context (W = max_seq_len = 4096).
+LLAMA2_13B = ModelArgs(dim=5120, n_layers=40, head_dim=128, hidden_dim=13824, n_heads=40,
+                       n_kv_heads=40, vocab_size=32000, W=4096, max_seq_len=4096)
+
 
 def _require(cfg, key, path):
     if key not in cfg:

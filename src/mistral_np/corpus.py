@@ -6,6 +6,8 @@ puts them in data/ at the repository root.
 
 from pathlib import Path
 
+from .paths import DATA_DIR, MISTRAL_TOKENIZER
+
 # Two whole plays held out for validation: mid-sized comedies (about 115k and 98k characters),
 # so the validation text is unseen plays, not unseen lines of plays the model trained on.
 VAL_PLAYS = ("tempest", "twelfth_night")
@@ -14,13 +16,12 @@ _FETCH_HINT = "run `python tools/fetch_data.py` first"
 
 
 def data_dir() -> Path:
-    repo_root = Path(__file__).resolve().parents[2]
-    return repo_root / "data"
+    return DATA_DIR
 
 
 def mistral_tokenizer_path() -> Path:
     """Mistral 7B v0.1's SentencePiece model (32000 pieces)."""
-    path = data_dir() / "mistral-tokenizer" / "tokenizer.model"
+    path = MISTRAL_TOKENIZER
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: {_FETCH_HINT}")
     return path

@@ -5,10 +5,11 @@ The chapter calls these functions and shows their source; `make(out_dir)` reruns
 from pathlib import Path
 
 import numpy as np
-from matplotlib.figure import Figure
 
 from ..cache import EMPTY, RollingCache
 from ..config import MISTRAL_7B
+from ..costs import kv_cache_bytes
+from .output import Figure, finish
 
 
 def slot_history(n_tokens, W):
@@ -54,20 +55,12 @@ def buffer_figure(path, words, W=4):
     ax.set_title(f"Rolling buffer, W = {W}: token t (position in brackets) is written to slot "
                  f"t mod {W}", fontsize=10, pad=22)
     fig.tight_layout()
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    return Path(path)
+    return finish(fig, path)
 
 
 def _cell(x, y, colour):
     from matplotlib.patches import Rectangle
     return Rectangle((x - 0.48, y - 0.45), 0.96, 0.9, facecolor=colour, edgecolor="0.7", lw=0.6)
-
-
-def kv_cache_bytes(args, T, rolling=True, itemsize=4):
-    """Bytes of the keys and values of T tokens: 2 (k and v) x n_layers x slots x n_kv_heads x
-    head_dim x itemsize, where a full cache has T slots and the rolling one min(T, W)."""
-    slots = min(T, args.W) if rolling else T
-    return 2 * args.n_layers * slots * args.n_kv_heads * args.head_dim * itemsize
 
 
 def memory_figure(path, args=MISTRAL_7B, lengths=np.arange(0, 32768 + 1, 512)):
@@ -77,12 +70,12 @@ def memory_figure(path, args=MISTRAL_7B, lengths=np.arange(0, 32768 + 1, 512)):
     fig = Figure(figsize=(7.5, 4.2))
     ax = fig.subplots()
     for itemsize, name, ls in ((4, "float32", "-"), (2, "bf16", "--")):
-        full = [kv_cache_bytes(args, int(T), False, itemsize) * gib for T in lengths]
-        roll = [kv_cache_bytes(args, int(T), True, itemsize) * gib for T in lengths]
+        full = [kv_cache_bytes(args, int(T), itemsize, rolling=False) * gib for T in lengths]
+        roll = [kv_cache_bytes(args, int(T), itemsize) * gib for T in lengths]
         ax.plot(lengths, full, ls, color="C3", label=f"full cache, {name}")
         ax.plot(lengths, roll, ls, color="C0", label=f"rolling cache, {name}")
     T = int(lengths[-1])
-    f, r = kv_cache_bytes(args, T, False), kv_cache_bytes(args, T, True)
+    f, r = kv_cache_bytes(args, T, 4, rolling=False), kv_cache_bytes(args, T, 4)
     ax.plot([T, T], [r * gib, f * gib], "o", color="0.2")
     ax.annotate(f"{f / r:.0f}x smaller at {T:,} tokens:\n{f * gib:.0f} GiB vs {r * gib:.0f} GiB (float32)",
                 xy=(T, r * gib), xytext=(T * 0.3, f * gib * 0.7),
@@ -96,15 +89,14 @@ def memory_figure(path, args=MISTRAL_7B, lengths=np.arange(0, 32768 + 1, 512)):
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="upper left")
     fig.tight_layout()
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    return Path(path)
+    return finish(fig, path)
 
 
 SENTENCE = "the cat sat on the mat and then it slept".split()
 
 
 def make(out_dir):
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    return [buffer_figure(out_dir / "rolling_cache_buffer.png", SENTENCE, W=4),
-            memory_figure(out_dir / "rolling_cache_memory.png")]
+    paths = [Path(out_dir) / "rolling_cache_buffer.png", Path(out_dir) / "rolling_cache_memory.png"]
+    buffer_figure(paths[0], SENTENCE, W=4)
+    memory_figure(paths[1])
+    return paths

@@ -1,33 +1,26 @@
-"""Chapter 09 (Mistral 7B vs Llama 2 13B): the costs of a config, a side-by-side decode measurement,
+"""Chapter 09 (Mistral 7B vs Llama 2 13B): scaled-down twins, a side-by-side decode measurement,
 and the chapter's figures.
 
-Every cost is a function of a ModelArgs alone, so the same line of code gives the number for the
-real 7B/13B configs and for the scaled-down twins the chapter runs. Parameter counts come from
-weights.expected_shapes, the shapes the loader checks real checkpoints against. Figures are drawn
+Every cost comes from costs.py, a function of a ModelArgs alone, so the same line of code gives the
+number for the real 7B/13B configs and for the scaled-down twins the chapter runs. Figures are drawn
 on matplotlib Figures (object API, no pyplot); each figure function returns its figure and writes
 the PNG only on request (see output.py).
 """
 from pathlib import Path
 import json
-import math
 import time
 
 from matplotlib.patches import Patch
 import numpy as np
 
-from ..cache import RollingCache
-from ..config import MISTRAL_7B, ModelArgs
+from ..config import LLAMA2_13B, MISTRAL_7B
+from ..costs import (attention_flops, cache_tokens_that_fit, decode_bytes, flops_per_token, has_window,
+                     held_bytes, kv_bytes_per_token, kv_cache_bytes, matmul_params, n_params, weight_bytes)
 from ..model import Model, random_model
-from ..weights import expected_shapes
+from ..paths import REPO_ROOT
 from .output import Figure, finish
 
-REPO_ROOT = Path(__file__).resolve().parents[3]
 BENCHMARKS_JSON = REPO_ROOT / "book" / "data" / "published_benchmarks.json"
-
-# Llama 2 13B in the book's terms: multi-head attention (n_kv_heads = n_heads) and no sliding
-# window, which in this code is a window as long as the context (W = max_seq_len = 4096).
-LLAMA2_13B = ModelArgs(dim=5120, n_layers=40, head_dim=128, hidden_dim=13824, n_heads=40,
-                       n_kv_heads=40, vocab_size=32000, W=4096, max_seq_len=4096)
 
 GiB = 2**30
 MODELS = ("Mistral 7B", "Llama 2 13B")
@@ -55,106 +48,12 @@ def scaled(args, width=8, depth=4, length=16):
                         max_seq_len=div("max_seq_len", length))
 
 
-# ---- costs computed from a config --------------------------------------------------------------
-
-def n_params(args):
-    """Every weight the checkpoint holds, counted from the shapes the loader expects."""
-    return sum(math.prod(shape) for shape in expected_shapes(args).values())
-
-
-def matmul_params(args):
-    """Weights used in a matrix product for every token: all 2-D weights but the embedding table,
-    which is a lookup of one row. A tied output projection still costs vocab x dim."""
-    shapes = expected_shapes(args)
-    n = sum(math.prod(s) for name, s in shapes.items() if len(s) == 2 and name != "tok_embeddings.weight")
-    return n + (args.vocab_size * args.dim if args.tie_embeddings else 0)
-
-
-def weight_bytes(args, bytes_per_param=2):
-    """Bytes of the weights: 2 per parameter in bf16 (as published), 4 in float32, 1 in int8."""
-    return n_params(args) * bytes_per_param
-
-
-def has_window(args):
-    """A sliding window shorter than the context (Mistral); otherwise W = context: no window (Llama)."""
-    return args.W < args.max_seq_len
-
-
-def keys_seen(args, position):
-    """Keys the token at 0-based `position` attends to: itself and every earlier one, at most W of
-    them with a window. Without one, positions past the context are counted as they come: the cost
-    of running the model there, not a setting it was trained for."""
-    return min(position + 1, args.W) if has_window(args) else position + 1
-
-
-def attention_flops(args, position):
-    """q.k scores and the weighted sum of v for one new token: 2 FLOPs (multiply, add) per
-    element, head_dim elements, for each of 2 products, per query head, key and layer.
-    Grouped-query attention does not change this: every query head still reads every key."""
-    return 2 * 2 * args.n_layers * args.n_heads * args.head_dim * keys_seen(args, position)
-
-
-def flops_per_token(args, position):
-    """FLOPs to generate the token at `position`: 2 x matmul_params (one multiply and one add per
-    weight) plus attention over the keys it sees. Norms, RoPE, SiLU and softmax are left out: they
-    are O(dim) per layer, under 0.1% of the total at these sizes."""
-    return 2 * matmul_params(args) + attention_flops(args, position)
-
-
-def kv_bytes_per_token(args, bytes_per_value=2):
-    """One key and one value vector per layer and key/value head."""
-    return 2 * args.n_layers * args.n_kv_heads * args.head_dim * bytes_per_value
-
-
-def kv_cache_bytes(args, n_tokens, bytes_per_value=2):
-    """Cache bytes after n_tokens. With a window (W < max_seq_len) the rolling cache holds the last
-    W positions. Without one (Llama: W = context) every position is kept; past the context that is
-    what running the model there would take, not a setting it was trained for."""
-    window = args.W if has_window(args) else n_tokens
-    return kv_bytes_per_token(args, bytes_per_value) * min(n_tokens, window)
-
-
-def decode_bytes(args, position, bytes_per_param=2, bytes_per_value=2):
-    """Bytes one decode step must read: every matmul weight once, plus the keys and values it
-    attends to. On a CPU this, not the FLOPs, sets the time of a decode step."""
-    return (matmul_params(args) * bytes_per_param
-            + kv_bytes_per_token(args, bytes_per_value) * keys_seen(args, position))
-
-
-def cache_tokens_that_fit(args, budget_bytes, bytes_per_param=2, bytes_per_value=2):
-    """Tokens of KV cache that fit in budget_bytes beside the weights (0 if the weights alone don't).
-    Activations and runtime overhead are left out, so this is an upper bound."""
-    free = budget_bytes - weight_bytes(args, bytes_per_param)
-    return max(0, free) // kv_bytes_per_token(args, bytes_per_value)
-
-
 # ---- measured: the book's own Model, side by side ----------------------------------------------
 
 def twins(width=8, depth=4, length=16, seed=0):
     """{name: random Model} of the scaled Mistral 7B and Llama 2 13B, same scale factors."""
     return {name: random_model(scaled(args, width, depth, length), seed=seed + i)
             for i, (name, args) in enumerate(zip(MODELS, (MISTRAL_7B, LLAMA2_13B)))}
-
-
-def held_bytes(cache):
-    """Bytes of the cache slots that hold keys, counted in the arrays themselves: a slot holds
-    something once any of its key entries (over layers and heads) is nonzero."""
-    held = int(np.count_nonzero(np.any(cache.k != 0, axis=(0, 2, 3))))
-    return held * (cache.k.nbytes + cache.v.nbytes) // cache.W
-
-
-def grown(cache, W):
-    """A copy of `cache` with room for W slots, as a cache that grows with the sequence keeps.
-    Only for a cache that has not wrapped yet (n_seen <= its W): then slot = position."""
-    if cache.n_seen > cache.W or W < cache.n_seen:
-        raise ValueError(f"grown: a cache holding {cache.n_seen} positions in {cache.W} slots "
-                         f"cannot move to {W} slots; only a cache that has not wrapped can grow")
-    L, _, n_kv, hd = cache.k.shape
-    bigger = RollingCache(L, W, n_kv, hd, cache.k.dtype)
-    n = cache.n_seen
-    bigger.k[:, :n], bigger.v[:, :n], bigger.pos[:n] = cache.k[:, :n], cache.v[:, :n], cache.pos[:n]
-    bigger.n_seen = n
-    return bigger
 
 
 def measure_decode(models, positions, repeats=15, seed=0):
@@ -166,7 +65,7 @@ def measure_decode(models, positions, repeats=15, seed=0):
     processes falls on all of them alike.
 
     A model without a window (W >= max_seq_len, Llama) gets, at each position, a cache with just
-    enough slots for the tokens so far (grown()), which is what a cache that grows with the
+    enough slots for the tokens so far (RollingCache.resized), which is what a cache that grows with the
     sequence holds: the book's cache attends over all of its W slots (empty ones masked), so one
     sized for the whole context would make every step pay for the whole context. Positions past
     the trained context are allowed: the computation, and so the cost, is the same.
@@ -186,7 +85,7 @@ def measure_decode(models, positions, repeats=15, seed=0):
         for name, (m, cache) in state.items():
             if growing[name]:
                 W = max(p, cache.n_seen) + 1 + repeats
-                m, cache = Model(m.args.replace(W=W), m.weights), grown(cache, W)
+                m, cache = Model(m.args.replace(W=W), m.weights), cache.resized(W)
             if cache.n_seen < p:
                 m.prefill(tokens[cache.n_seen:p], cache)
             state[name] = (m, cache)
@@ -279,7 +178,7 @@ def costs(path, configs=None, budget_bytes=16 * GiB, max_tokens=32768):
     ax.legend(handles=[Patch(color=c, label=n) for n, c in zip(names, colours)], fontsize=9, loc="upper left")
     ax.set_title(f"(d) one sequence vs a {budget:.0f} GiB budget (bf16)", fontsize=11)
     fig.tight_layout()
-    return finish(fig, path, dpi=130, bbox_inches="tight")
+    return finish(fig, path)
 
 
 def measured(path, result, predicted_time_ratio=None):
@@ -319,7 +218,7 @@ def measured(path, result, predicted_time_ratio=None):
     axes[2].legend(fontsize=9)
     axes[2].set_title("cache held, counted in the arrays", fontsize=11)
     fig.tight_layout()
-    return finish(fig, path, dpi=130, bbox_inches="tight")
+    return finish(fig, path)
 
 
 def load_benchmarks(path=BENCHMARKS_JSON):
@@ -353,7 +252,7 @@ def benchmarks(path, data=None):
     ax.set_title("Published results (arXiv:2310.06825 Table 2; arXiv:2307.09288 Tables 20, 21, 25)",
                  fontsize=9)
     fig.tight_layout()
-    return finish(fig, path, dpi=130, bbox_inches="tight")
+    return finish(fig, path)
 
 
 def make(out_dir):
