@@ -50,7 +50,7 @@ def draw_heatmap(weights, labels, path, title=""):
         ax.set_title(title, fontsize=10)
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="weight (each row sums to 1)")
     fig.tight_layout()
-    return finish(fig, path, dpi=110)
+    return finish(fig, path)
 
 
 def _hatch(x, y):
@@ -134,7 +134,7 @@ def draw_cost(cost, path, fit_from=1024):
     for ax in (ax_t, ax_m):
         ax.legend(fontsize=9, frameon=False, loc="upper left")
     fig.tight_layout()
-    return finish(fig, path, dpi=110)
+    return finish(fig, path)
 
 
 def make(out_dir):

@@ -54,7 +54,7 @@ def block_diagram(path):
     ax.set_title(f"One Mistral block (repeated n_layers = {MISTRAL_7B.n_layers} times in Mistral 7B)",
                  fontsize=10)
     fig.tight_layout()
-    return finish(fig, path, dpi=130)
+    return finish(fig, path)
 
 
 def rope_rotations(path, pairs=(0, 4, 16, 32), n_positions=12, head_dim=MISTRAL_7B.head_dim,
@@ -86,7 +86,7 @@ def rope_rotations(path, pairs=(0, 4, 16, 32), n_positions=12, head_dim=MISTRAL_
     fig.colorbar(sm, ax=axes, label="position m", shrink=0.8)
     fig.suptitle(f"RoPE turns pair i of a head (head_dim = {head_dim}, theta = {theta:g}) "
                  "by m x theta^(-2i/head_dim)", fontsize=10)
-    return finish(fig, path, dpi=130, bbox_inches="tight")
+    return finish(fig, path)
 
 
 def make(out_dir):

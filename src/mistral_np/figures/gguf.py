@@ -3,11 +3,13 @@
 Drawn with matplotlib's object API (no pyplot, no backend switch): the chapter passes in the very
 bytes it prints, so the picture and the printed numbers cannot disagree.
 """
-from matplotlib.figure import Figure
+from pathlib import Path
+
 import numpy as np
 
 from ..paths import FIGURES_DIR, SMOLLM2_GGUF
 from ..quants import dequantize_q4_1
+from .output import Figure, finish
 
 
 def q4_1_block(block, name, path):
@@ -41,8 +43,7 @@ def q4_1_block(block, name, path):
     bottom.set_xlabel("weight index in the block (blue: low nibbles, green: high nibbles)")
     bottom.set_ylabel("w = d q + m")
     fig.suptitle(f"One Q4_1 block of {name}: 32 weights in 20 bytes (5 bits per weight)", fontsize=10, y=0.99)
-    fig.savefig(path, dpi=150)
-    return path
+    return finish(fig, path)
 
 
 def plotted_box(x, y, colour):
@@ -73,13 +74,14 @@ def q4_k_superblock(path):
     ax.text(72, -2.3, "weight = (d * scale_s) * q  -  (dmin * min_s)  for q in 0..15 of sub-block s:"
             "  144 bytes for 256 weights = 4.5 bits per weight", ha="center", fontsize=9)
     ax.text(72, 1.9, "Q4_K super-block (144 bytes): scales of the scales", ha="center", fontsize=10)
-    fig.savefig(path, dpi=150)
-    return path
+    return finish(fig, path)
 
 
 def make(out_dir=FIGURES_DIR):
     from ..gguf import read_gguf
     _, shapes, raw = read_gguf(SMOLLM2_GGUF)
     block = np.asarray(raw["blk.0.attn_q.weight"][:20])
-    return [q4_1_block(block, "SmolLM2's blk.0.attn_q", out_dir / "gguf_q4_1_block.png"),
-            q4_k_superblock(out_dir / "gguf_q4_k_superblock.png")]
+    paths = [Path(out_dir) / "gguf_q4_1_block.png", Path(out_dir) / "gguf_q4_k_superblock.png"]
+    q4_1_block(block, "SmolLM2's blk.0.attn_q", paths[0])
+    q4_k_superblock(paths[1])
+    return paths

@@ -2,10 +2,10 @@
 from pathlib import Path
 
 import matplotlib
-from matplotlib.figure import Figure
 import numpy as np
 
 from ..config import MISTRAL_7B
+from .output import Figure, finish
 
 
 def head_groups(path, n_heads=MISTRAL_7B.n_heads, n_kv_heads=MISTRAL_7B.n_kv_heads):
@@ -32,11 +32,10 @@ def head_groups(path, n_heads=MISTRAL_7B.n_heads, n_kv_heads=MISTRAL_7B.n_kv_hea
     ax.axis("off")
     ax.set_title(f"Grouped-query attention: query head h reads key/value head h // {group}",
                  fontsize=10)
-    fig.savefig(path, dpi=130, bbox_inches="tight")
-    return Path(path)
+    return finish(fig, path)
 
 
 def make(out_dir):
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    return [head_groups(out_dir / "gqa_head_groups.png")]
+    path = Path(out_dir) / "gqa_head_groups.png"
+    head_groups(path)
+    return [path]

@@ -58,7 +58,7 @@ def chunk_figure(path, T=12, W=4, chunk_size=4, words=None):
         ax.set_xlabel("key position (cache slots, then the chunk)", fontsize=8)
     axes[0].set_ylabel("query position")
     fig.tight_layout()
-    return finish(fig, path, dpi=120, bbox_inches="tight")
+    return finish(fig, path)
 
 
 def cost_args(W=128):
@@ -115,7 +115,7 @@ def cost_figure(path, rows, args, chunk_size):
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=9)
     fig.tight_layout()
-    return finish(fig, path, dpi=120, bbox_inches="tight")
+    return finish(fig, path)
 
 
 COST_LENGTHS = (128, 256, 512, 1024, 2048, 4096)

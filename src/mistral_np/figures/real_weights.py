@@ -7,9 +7,9 @@ figures/bench_mistral_7b.json, so the figure can be redrawn without the 14.5 GB 
 from pathlib import Path
 import json
 
-from matplotlib.figure import Figure
 
 from . import FIGURES_DIR
+from .output import Figure, finish
 
 BENCH_7B = FIGURES_DIR / "bench_mistral_7b.json"
 BENCH_7B_INT8 = FIGURES_DIR / "bench_mistral_7b_int8.json"   # the same, after `quantize`
@@ -67,11 +67,10 @@ def time_figure(bench, path):
     ax2.set_ylim(0, 1.45 * max(d["median_s"] for d in ctx))
     ax2.legend(fontsize=7, loc="upper right")
     fig.tight_layout()
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    return path
+    return finish(fig, path)
 
 
 def make(out_dir):
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    return [time_figure(load_bench(), out_dir / "real_weights_time.png")]
+    path = Path(out_dir) / "real_weights_time.png"
+    time_figure(load_bench(), path)
+    return [path]

@@ -44,7 +44,7 @@ def mask_figure(path, T=8, W=3):
     _draw_mask(ax1, window_mask(pos, pos, T), f"causal: row i sees j <= i ({T} x {T})")
     _draw_mask(ax2, window_mask(pos, pos, W), f"sliding window W = {W}: i - {W} < j <= i")
     fig.tight_layout()
-    return finish(fig, path, dpi=120, bbox_inches="tight")
+    return finish(fig, path)
 
 
 # --- the receptive field ----------------------------------------------------------------------
@@ -115,7 +115,7 @@ def reach_figure(path, w_keys, w1_keys):
     axes[0].set_ylabel("positions reached past the changed token")
     axes[0].legend(fontsize=8)
     fig.tight_layout()
-    return finish(fig, path, dpi=120, bbox_inches="tight")
+    return finish(fig, path)
 
 
 # --- the cost ---------------------------------------------------------------------------------
@@ -205,7 +205,7 @@ def cost_figure(path, rows, W):
     axes[0].set_title("attention time", fontsize=10)
     axes[1].set_title("attention peak memory (tracemalloc)", fontsize=10)
     fig.tight_layout()
-    return finish(fig, path, dpi=120, bbox_inches="tight")
+    return finish(fig, path)
 
 
 COST_LENGTHS = (64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384)

@@ -7,11 +7,11 @@ import time
 from pathlib import Path
 
 import numpy as np
-from matplotlib.figure import Figure
 
 from ..cache import EMPTY, RollingCache
 from ..speculative import Stats, speculative_stream
 from ..generate import generate_ids
+from .output import Figure, finish
 
 PASS_SIZES = (1, 2, 4, 8, 16)
 
@@ -77,8 +77,7 @@ def rollback_figure(path, W=6, n_before=10, n_drafts=3, n_keep=1):
                  f"the model keeps {n_keep}, so position {nxt} comes next and sees {nxt - W + 1}..{nxt}",
                  fontsize=9, pad=22)
     fig.tight_layout()
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    return Path(path)
+    return finish(fig, path)
 
 
 def _cell(x, y, colour):
@@ -186,13 +185,7 @@ def cost_figure(curves, sizes=PASS_SIZES):
     return fig
 
 
-def png(fig):
-    """A figure as PNG bytes, to show in a notebook without writing a file."""
-    import io
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    return buf.getvalue()
-
-
 def make(out_dir):
-    return [rollback_figure(Path(out_dir) / "speculative_rollback.png")]
+    path = Path(out_dir) / "speculative_rollback.png"
+    rollback_figure(path)
+    return [path]

@@ -91,7 +91,7 @@ def draw_token_boundaries(rows, path, width=60, texts=None):
                                    facecolor=colour, edgecolor="#555555", linewidth=0.6))
             _draw_piece(ax, _shown(p), col, y + line + 0.72)
         y += n
-    return finish(fig, path, dpi=110)
+    return finish(fig, path)
 
 
 def piece_lengths(tok):
@@ -121,7 +121,7 @@ def draw_piece_lengths(lengths, path):
     ax.legend(frameon=False)
     ax.spines[["top", "right"]].set_visible(False)
     fig.tight_layout()
-    return finish(fig, path, dpi=110)
+    return finish(fig, path)
 
 
 def _tokenizers():

@@ -8,11 +8,11 @@ prints to `window_figure`; `make(out_dir)` reruns both.
 from pathlib import Path
 
 import numpy as np
-from matplotlib.figure import Figure
 
 from ..corpus import shakespeare_files
 from ..model import Model
 from ..paths import DEFAULT_MODEL, FIGURES_DIR, SMOLLM2_GGUF
+from .output import Figure, finish
 
 TEXT_CHARS = 7700                       # the first characters of The Tempest: about 2,500 SmolLM2 tokens
 SMOLLM2_WINDOWS = (64, 128, 256, 512, 1024, 2048)
@@ -87,8 +87,7 @@ def window_figure(path, smol, pocket, smol_tail, smol_trained, pocket_trained):
         ax.set_xlim(lo / 1.15, hi * 1.15)
         ax.legend(fontsize=8, loc=corner)
     fig.tight_layout()
-    fig.savefig(path, dpi=120, metadata={"Software": None})
-    return Path(path)
+    return finish(fig, path)
 
 
 def _label(ax, x, y, colour, above, clear=False):
@@ -116,6 +115,6 @@ def make(out_dir=FIGURES_DIR):
     def mean(bits, start=0):                    # rounded as the chapter prints them
         return {W: round(float(b[start:].mean()), 2) for W, b in bits.items()}
 
-    path = window_figure(Path(out_dir) / "window_real.png", mean(smol_bits), mean(pocket_bits),
-                         mean(smol_bits, TAIL), smol.args.W, pocket.args.W)
+    path = Path(out_dir) / "window_real.png"
+    window_figure(path, mean(smol_bits), mean(pocket_bits), mean(smol_bits, TAIL), smol.args.W, pocket.args.W)
     return [path]
