@@ -28,6 +28,7 @@ import threading
 import numpy as np
 
 from .bf16 import BLOCK_BYTES, blocked_rows
+from .kquants import unpack_scales_mins_k4
 
 MAX_ROWS = 4                  # x with more rows than this goes through the dequantizer instead
 # float32 bytes of integers unpacked at a time by each thread: half of bf16's blocks, which measured
@@ -69,24 +70,16 @@ def _gather(raw, start, stop, out=None):
 def q4_k_scales(raw):
     """Scales d * sc and mins dmin * m of Q4_K super-blocks raw (R, B, 144): float32 (B, 8, R) each.
 
-    The 12 bytes of 6-bit scales and mins (drawn in kquants._scales_mins_k4) are read as three
-    little-endian 32-bit words, so that one operation handles four sub-blocks at once. Rows come
-    last, so that the scales line up with the partial sums of q4_k_rows."""
+    The 6-bit integers are unpacked by kquants.unpack_scales_mins_k4. Rows come last, so that the
+    scales line up with the partial sums of q4_k_rows."""
     R, B, _ = raw.shape
-    head = _gather(raw, 0, 16).view("<u4")                           # (R, B, 4): d and dmin, then 12 bytes
-    a, b, c = head[..., 1], head[..., 2], head[..., 3]               # bytes 0-3, 4-7, 8-11 of the 12
-    words = np.empty((2, 2, R, B), "<u4")                            # (scale or min, sub-blocks 0-3 or 4-7)
-    np.bitwise_and(a, 0x3F3F3F3F, out=words[0, 0])                   # low 6 bits of bytes 0-3
-    np.bitwise_and(b, 0x3F3F3F3F, out=words[1, 0])                   # low 6 bits of bytes 4-7
-    np.bitwise_and(c, 0x0F0F0F0F, out=words[0, 1])                   # low nibbles of bytes 8-11 ...
-    words[0, 1] |= (a >> 2) & 0x30303030                             # ... and the top 2 bits of 0-3
-    np.right_shift(c, 4, out=words[1, 1])
-    words[1, 1] &= 0x0F0F0F0F
-    words[1, 1] |= (b >> 2) & 0x30303030
-    f = np.empty((2, B, 2, 4, R), np.float32)                        # byte k of word w: sub-block 4w + k
-    np.copyto(f, words.view(np.uint8).reshape(2, 2, R, B, 4).transpose(0, 3, 1, 4, 2))
-    f *= np.take(_F16, head.view("<u2")[..., :2].T)[:, :, None, None, :]   # times d, dmin (2, B, R)
-    return f.reshape(2, B, 8, R)
+    head = _gather(raw, 0, 16)                                       # (R, B, 16): d, dmin, then 12 bytes
+    packed = np.empty((12, B, R), np.uint8)                          # byte k of every super-block in row k
+    np.copyto(packed, head[..., 4:].transpose(2, 1, 0))
+    f = np.empty((2, B, 8, R), np.float32)                           # (scale or min, b, sub-block, r)
+    np.copyto(f, unpack_scales_mins_k4(packed).transpose(0, 2, 1, 3))   # from (2, 8, B, R)
+    f *= np.take(_F16, head.view("<u2")[..., :2].T)[:, :, None, :]   # times d, dmin (2, B, R)
+    return f
 
 
 def q4_k_x(x):

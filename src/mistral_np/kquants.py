@@ -115,8 +115,9 @@ def _scale_and_shift(w, scale, shift=None):
 
 # ---- Q4_K and Q5_K: 8 sub-blocks of 32, 6-bit scales and mins ----------------------------
 
-def _scales_mins_k4(blocks):
-    """Q4_K/Q5_K's per-sub-block float32 scales d * sc and mins dmin * m, (n, 8) each.
+def unpack_scales_mins_k4(b):
+    """Q4_K/Q5_K's 6-bit sub-block scales sc and mins m from their 12 bytes b (12, ...), byte k
+    of every super-block in row k: uint8 (2, 8, ...), the scales [0] and mins [1] of sub-blocks 0..7.
 
     Sub-blocks 0..3 keep their scale and min whole in the low 6 bits of bytes 0..3 and 4..7 of
     the 12; sub-blocks 4..7 keep their low 4 bits in bytes 8..11 and their top 2 bits in the spare
@@ -126,14 +127,23 @@ def _scales_mins_k4(blocks):
         byte  1: FFBBBBBB   5: ffbbbbbb    9: ffffFFFF
         byte  2: GGCCCCCC   6: ggcccccc   10: ggggGGGG
         byte  3: HHDDDDDD   7: hhdddddd   11: hhhhHHHH
-    """
-    b = blocks[:, 4:16].T.copy()             # (12, n): row k is byte k of every block
-    sc, m = np.empty((8, len(blocks)), np.uint8), np.empty((8, len(blocks)), np.uint8)
-    sc[:4] = b[0:4] & 0x3F
-    m[:4] = b[4:8] & 0x3F
-    sc[4:] = (b[8:12] & 0x0F) | ((b[0:4] >> 6) << 4)
-    m[4:] = (b[8:12] >> 4) | ((b[4:8] >> 6) << 4)
-    return (f16_at(blocks, 0) * sc).T, (f16_at(blocks, 2) * m).T       # (n, 8) each
+
+    With the bytes in rows, each step is one operation on four rows of all super-blocks at once."""
+    out = np.empty((2, 8, *b.shape[1:]), np.uint8)
+    sc, m = out
+    np.bitwise_and(b[0:4], 0x3F, out=sc[:4])                     # A..D: low 6 bits of bytes 0..3
+    np.bitwise_and(b[4:8], 0x3F, out=m[:4])                      # a..d: low 6 bits of bytes 4..7
+    np.bitwise_and(b[8:12], 0x0F, out=sc[4:])                    # E..H: low nibbles of bytes 8..11
+    sc[4:] |= (b[0:4] >> 2) & 0x30                               #       and top 2 bits of bytes 0..3
+    np.right_shift(b[8:12], 4, out=m[4:])                        # e..h: high nibbles of bytes 8..11
+    m[4:] |= (b[4:8] >> 2) & 0x30                                #       and top 2 bits of bytes 4..7
+    return out
+
+
+def _scales_mins_k4(blocks):
+    """Q4_K/Q5_K's per-sub-block float32 scales d * sc and mins dmin * m, (n, 8) each."""
+    sc, m = unpack_scales_mins_k4(blocks[:, 4:16].T.copy())      # (8, n) each
+    return (f16_at(blocks, 0) * sc).T, (f16_at(blocks, 2) * m).T
 
 
 def _nibbles_into(w, qs):
