@@ -122,45 +122,52 @@ def _bool(cfg, key, path):
     return value
 
 
+# The key each layout gives a hyper-parameter that both read alike (book's name -> key in the file).
+_HF_KEYS = dict(dim="hidden_size", n_layers="num_hidden_layers", head_dim="head_dim",
+                hidden_dim="intermediate_size", n_heads="num_attention_heads",
+                n_kv_heads="num_key_value_heads", vocab_size="vocab_size", W="sliding_window",
+                norm_eps="rms_norm_eps", tie_embeddings="tie_word_embeddings")
+_PARAMS_KEYS = dict(dim="dim", n_layers="n_layers", head_dim="head_dim", hidden_dim="hidden_dim",
+                    n_heads="n_heads", n_kv_heads="n_kv_heads", vocab_size="vocab_size",
+                    W="sliding_window", norm_eps="norm_eps", tie_embeddings="tie_embeddings")
+
+
+def _read(cfg, path, keys, max_seq_len, rope_theta, rope_layout) -> ModelArgs:
+    """ModelArgs from a config cfg that names its keys as `keys` does; what each layout finds its
+    own way is given (max_seq_len, rope_theta, rope_layout). Both fill in alike what is left out:
+    head_dim = dim // n_heads, n_kv_heads = n_heads (no grouping), no sliding window = full attention."""
+    dim = _positive_int(_require(cfg, keys["dim"], path), keys["dim"], path)
+    n_heads = _positive_int(_require(cfg, keys["n_heads"], path), keys["n_heads"], path)
+    window = cfg.get(keys["W"])
+    return _args(
+        path, dim=dim, n_layers=_require(cfg, keys["n_layers"], path),
+        head_dim=cfg.get(keys["head_dim"]) or dim // n_heads,
+        hidden_dim=_require(cfg, keys["hidden_dim"], path), n_heads=n_heads,
+        n_kv_heads=cfg.get(keys["n_kv_heads"]) or n_heads,
+        vocab_size=_require(cfg, keys["vocab_size"], path),
+        W=window if window is not None else max_seq_len,   # null means full attention
+        max_seq_len=max_seq_len, norm_eps=_float(cfg, keys["norm_eps"], 1e-5, path),
+        rope_theta=_float({"rope_theta": rope_theta}, "rope_theta", None, path),
+        tie_embeddings=_bool(cfg, keys["tie_embeddings"], path), rope_layout=rope_layout)
+
+
 def from_hf_config(cfg: dict, path="config.json") -> ModelArgs:
     """config.json of a Hugging Face MistralForCausalLM (transformers 4.x or 5.x)."""
     _refuse_other_families(cfg, path, ("mistral", "llama"))
-    dim = _positive_int(_require(cfg, "hidden_size", path), "hidden_size", path)
-    n_heads = _positive_int(_require(cfg, "num_attention_heads", path), "num_attention_heads", path)
     theta = cfg.get("rope_theta")
     if theta is None:  # transformers 5.x nests it
         nested = cfg.get("rope_parameters") or {}
         theta = nested.get("rope_theta", 10000.0) if isinstance(nested, dict) else nested
-    max_seq_len = cfg.get("max_position_embeddings", 32768)
-    window = cfg.get("sliding_window")
-    return _args(
-        path, dim=dim, n_layers=_require(cfg, "num_hidden_layers", path),
-        head_dim=cfg.get("head_dim") or dim // n_heads,
-        hidden_dim=_require(cfg, "intermediate_size", path), n_heads=n_heads,
-        n_kv_heads=cfg.get("num_key_value_heads") or n_heads,
-        vocab_size=_require(cfg, "vocab_size", path),
-        W=window if window is not None else max_seq_len,   # null means full attention
-        max_seq_len=max_seq_len, norm_eps=_float(cfg, "rms_norm_eps", 1e-5, path),
-        rope_theta=_float({"rope_theta": theta}, "rope_theta", None, path),
-        tie_embeddings=_bool(cfg, "tie_word_embeddings", path), rope_layout="halves")
+    return _read(cfg, path, _HF_KEYS, max_seq_len=cfg.get("max_position_embeddings", 32768),
+                 rope_theta=theta, rope_layout="halves")
 
 
 def from_params(cfg: dict, path="params.json") -> ModelArgs:
     """params.json of Mistral's own checkpoints (consolidated.safetensors)."""
     _refuse_other_families(cfg, path, ("mistral", "transformer"))
-    dim = _positive_int(_require(cfg, "dim", path), "dim", path)
-    n_heads = _positive_int(_require(cfg, "n_heads", path), "n_heads", path)
     max_seq_len = cfg.get("max_seq_len", cfg.get("max_position_embeddings", 32768))
-    window = cfg.get("sliding_window")
-    return _args(
-        path, dim=dim, n_layers=_require(cfg, "n_layers", path),
-        head_dim=cfg.get("head_dim") or dim // n_heads,
-        hidden_dim=_require(cfg, "hidden_dim", path), n_heads=n_heads,
-        n_kv_heads=cfg.get("n_kv_heads") or n_heads,
-        vocab_size=_require(cfg, "vocab_size", path),
-        W=window if window is not None else max_seq_len, max_seq_len=max_seq_len,
-        norm_eps=_float(cfg, "norm_eps", 1e-5, path), rope_theta=_float(cfg, "rope_theta", 10000.0, path),
-        tie_embeddings=_bool(cfg, "tie_embeddings", path), rope_layout="pairs")
+    return _read(cfg, path, _PARAMS_KEYS, max_seq_len=max_seq_len,
+                 rope_theta=cfg.get("rope_theta", 10000.0), rope_layout="pairs")
 
 
 def to_hf_config(args: ModelArgs) -> dict:
