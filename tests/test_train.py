@@ -1,5 +1,6 @@
 """The NumPy trainer: exact gradients, a loss that goes down, agreement with Model.forward,
-resumable runs, and the committed pocket model's validation loss (a regression test)."""
+resumable runs, and the committed pocket model's validation loss (a regression test) and card."""
+import importlib.util
 import io
 import json
 
@@ -10,7 +11,9 @@ import mistral_np
 from mistral_np.attention import attention, window_mask
 from mistral_np.config import ModelArgs
 from mistral_np.model import Model
+from mistral_np import backward as B
 from mistral_np import train as T
+from mistral_np.weights import nest
 
 TINY = ModelArgs(dim=16, n_layers=2, head_dim=4, hidden_dim=24, n_heads=4, n_kv_heads=2,
                  vocab_size=11, W=3, max_seq_len=8, rope_layout="halves")
@@ -35,7 +38,7 @@ def test_gradients_match_finite_differences(layout):
     args = TINY.replace(rope_layout=layout)
     params = tiny_params(args)
     x, y = tiny_batch(args)
-    _, grads = T.loss_and_grads(params, args, x, y)
+    _, grads = B.loss_and_grads(params, args, x, y)
     assert set(grads) == set(params)
     rng = np.random.default_rng(2)
     eps = 1e-6
@@ -45,9 +48,9 @@ def test_gradients_match_finite_differences(layout):
             i = tuple(int(rng.integers(0, s)) for s in p.shape)
             old = p[i]
             p[i] = old + eps
-            up, _ = T.loss_and_grads(params, args, x, y)
+            up, _ = B.loss_and_grads(params, args, x, y)
             p[i] = old - eps
-            down, _ = T.loss_and_grads(params, args, x, y)
+            down, _ = B.loss_and_grads(params, args, x, y)
             p[i] = old
             numeric = (up - down) / (2 * eps)
             assert abs(numeric - grads[name][i]) <= 1e-6 + 1e-5 * abs(numeric), (name, i)
@@ -58,20 +61,20 @@ def test_tied_embeddings_gradient():
     params = tiny_params(args)
     assert "output.weight" not in params
     x, y = tiny_batch(args)
-    _, grads = T.loss_and_grads(params, args, x, y)
+    _, grads = B.loss_and_grads(params, args, x, y)
     name, i, eps = "tok_embeddings.weight", (x[0, 0], 3), 1e-6
     params[name][i] += eps
-    up, _ = T.loss_and_grads(params, args, x, y)
+    up, _ = B.loss_and_grads(params, args, x, y)
     params[name][i] -= 2 * eps
-    down, _ = T.loss_and_grads(params, args, x, y)
+    down, _ = B.loss_and_grads(params, args, x, y)
     assert abs((up - down) / (2 * eps) - grads[name][i]) < 1e-6
 
 
 def test_trainer_forward_matches_model_forward():
     params = tiny_params(dtype=np.float32)
     x, _ = tiny_batch()
-    logits, _ = T.forward(params, TINY, x)                               # (B, T, vocab)
-    model = Model(TINY, T.as_weights(params, TINY))
+    logits, _ = B.forward(params, TINY, x)                               # (B, T, vocab)
+    model = Model(TINY, nest(params.__getitem__, TINY))
     for b in range(len(x)):
         np.testing.assert_allclose(logits[b], model.forward(x[b]), atol=1e-5, rtol=1e-5)
 
@@ -95,7 +98,7 @@ def test_a_few_steps_reduce_the_loss():
     x, y = tiny_batch(B=4)
     losses = []
     for t in range(1, 31):
-        loss, grads = T.loss_and_grads(params, TINY, x, y)
+        loss, grads = B.loss_and_grads(params, TINY, x, y)
         T.clip_gradients(grads, 1.0)
         T.adamw_step(params, grads, state, lr=1e-2, t=t)
         losses.append(loss)
@@ -150,8 +153,18 @@ def test_pocket_model_gives_the_stored_validation_loss():
     model = mistral_np.load(POCKET)
     ids = np.array(stored["token_ids"])
     logits = model.forward(ids[:-1])
-    loss, _ = T.cross_entropy(logits, ids[1:])
+    loss, _ = B.cross_entropy(logits, ids[1:])
     assert loss == pytest.approx(stored["loss"], abs=1e-4)
+
+
+@pytest.mark.skipif(not STORED.exists(), reason="pocket model not trained yet")
+def test_pocket_model_card_is_its_template():
+    """The committed README.md is what tools/evaluate_pocket.py writes from the stored logs."""
+    path = mistral_np.REPO_ROOT / "tools" / "evaluate_pocket.py"
+    spec = importlib.util.spec_from_file_location("evaluate_pocket", path)
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    assert tool.stored_card(POCKET) == (POCKET / "README.md").read_text()
 
 
 # ---------------------------------------------------------------- resuming safely, refusing bad settings

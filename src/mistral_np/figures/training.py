@@ -8,11 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-from . import FIGURES_DIR
-from ..train import bits_per_char
+from ..evaluate import bits_per_char
+from ..paths import DEFAULT_MODEL, FIGURES_DIR
 from .output import Figure, finish
-
-POCKET = Path(__file__).resolve().parents[3] / "models" / "pocket-mistral"
 
 
 def training_curve(log, evaluation, ax, smooth=20):
@@ -50,7 +48,7 @@ def training_curve(log, evaluation, ax, smooth=20):
     return ax
 
 
-def curve_figure(path, model_dir=POCKET):
+def curve_figure(path, model_dir=DEFAULT_MODEL):
     """The training curve of the model in model_dir, from its train_log.json (and eval.json)."""
     log = json.loads((Path(model_dir) / "train_log.json").read_text())
     ev_path = Path(model_dir) / "eval.json"
@@ -61,7 +59,7 @@ def curve_figure(path, model_dir=POCKET):
     return finish(fig, path, dpi=120, bbox_inches="tight")
 
 
-def make(out_dir=FIGURES_DIR, model_dir=POCKET):
+def make(out_dir=FIGURES_DIR, model_dir=DEFAULT_MODEL):
     """The appendix's figure; returns its path."""
     path = Path(out_dir) / "training_curve.png"
     curve_figure(path, model_dir)

@@ -104,7 +104,7 @@ def measure_decode(models, positions, repeats=15, seed=0):
 
 # ---- figures -----------------------------------------------------------------------------------
 
-def costs(path, configs=None, budget_bytes=16 * GiB, max_tokens=32768):
+def cost_panels(path, configs=None, budget_bytes=16 * GiB, max_tokens=32768):
     """Four panels from the configs alone: weights, FLOPs per token, KV cache, a 16 GiB budget."""
     configs = configs or dict(zip(MODELS, (MISTRAL_7B, LLAMA2_13B)))
     names = list(configs)
@@ -264,7 +264,7 @@ def make(out_dir):
     result = measure_decode(models, positions)
     a, b = (m.args for m in models.values())
     predicted = [decode_bytes(b, p, 4, 4) / decode_bytes(a, p, 4, 4) for p in positions]
-    costs(paths[0])
+    cost_panels(paths[0])
     measured(paths[1], result, predicted)
     benchmarks(paths[2])
     return paths
