@@ -214,6 +214,12 @@ def test_cli_bad_model_folder_is_a_clean_error():
     assert "Traceback" not in r.stderr
 
 
+def test_cli_flag_that_is_not_a_number_exits_2_in_one_line():
+    r = run_cli("generate", "x", "--chunk-size", "1e3")
+    assert (r.returncode, r.stdout, r.stderr) == (2, "", "error: --chunk-size: '1e3' is not written in digits; "
+                                                          "give --chunk-size 1000\n")
+
+
 def test_cli_bad_argument_is_a_clean_error(tmp_path, pocket_tokenizer):
     d = checkpoint.save(random_model(small_args(vocab_size=pocket_tokenizer.vocab_size), seed=0), tmp_path)
     (d / "tokenizer.model").write_bytes(POCKET_TOKENIZER.read_bytes())

@@ -787,6 +787,53 @@ def test_cli_prompt_file_errors_before_loading(capsys, monkeypatch, tmp_path, ca
     assert code == 2 and out == "" and err == f"error: {words}\n"
 
 
+def numeric_flags():
+    """(command, flag, int or float) for every numeric flag of every command; none is left a bare
+    int or float, whose error argparse would print with the usage."""
+    import argparse
+    from mistral_np.__main__ import Number, parser
+    commands = next(a for a in parser()._actions if isinstance(a, argparse._SubParsersAction)).choices
+    for command, p in commands.items():
+        for action in p._actions:
+            assert action.type not in (int, float), (command, action.option_strings)
+            if isinstance(action.type, Number):
+                yield command, action.option_strings[-1], action.type
+
+
+NUMERIC_FLAGS = list(numeric_flags())
+
+
+def test_numeric_flags_of_every_command_are_checked():
+    assert {c for c, _, _ in NUMERIC_FLAGS} == {"generate", "bench", "quantize", "train"}
+    assert {("bench", "--context"), ("generate", "--max-new-tokens"), ("generate", "--top-p"),
+            ("train", "--lr"), ("quantize", "--check")} <= {(c, f) for c, f, _ in NUMERIC_FLAGS}
+
+
+@pytest.mark.parametrize("command, flag, number", NUMERIC_FLAGS, ids=[f"{c} {f}" for c, f, _ in NUMERIC_FLAGS])
+def test_a_flag_that_is_not_a_number_is_one_line_naming_it(capsys, command, flag, number):
+    from mistral_np.__main__ import main
+    code = main([command, flag, "1.5x"])
+    out, err = capsys.readouterr()
+    what = "a whole number" if number.kind is int else "a number"
+    assert code == 2 and out == "" and err.startswith(f"error: {flag}: '1.5x' is not {what}; give e.g. {flag} ")
+    assert err.count("\n") == 1, err
+    number(err.split()[-1])                                       # the suggested value is one the flag takes
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["bench", "--context", "4096", "1e8"], "--context: '1e8' is not written in digits; give --context 100000000"),
+    (["bench", "--context", "many"], "--context: 'many' is not a whole number; give e.g. --context 4096"),
+    (["generate", "Hi", "--max-new-tokens", "2.5"],
+     "--max-new-tokens: '2.5' is not a whole number; give e.g. --max-new-tokens 200"),
+    (["generate", "Hi", "--top-p", "0,9"], "--top-p: '0,9' is not a number; give e.g. --top-p 1.0"),
+    (["train", "--lr", "fast"], "--lr: 'fast' is not a number; give e.g. --lr 0.002"),
+])
+def test_a_flag_that_is_not_a_number_says_the_fix(capsys, argv, words):
+    from mistral_np.__main__ import main
+    assert main(argv) == 2
+    assert capsys.readouterr() == ("", f"error: {words}\n")
+
+
 @pytest.mark.parametrize("argv, words", [
     (["--context", "-5"], "bench: --context must be at least 1 token, got -5"),
     (["--context", "4096", "0"], "bench: --context must be at least 1 token, got 0"),

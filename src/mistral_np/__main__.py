@@ -3,6 +3,7 @@ import argparse
 import importlib
 import importlib.util
 import os
+import re
 import sys
 import time
 
@@ -18,6 +19,54 @@ def chat_text(model_path, user_message):
         raise ValueError(f"--chat needs a model with a chat template (a GGUF file such as SmolLM2's); "
                          f"{model_path} has none")
     return chat_prompt(read_metadata(find_gguf(model_path)), [{"role": "user", "content": user_message}])
+
+
+class FlagError(Exception):
+    """A flag's value that is not a number. Not a ValueError, so that argparse lets it through
+    instead of printing its usage: main prints it as one line, like every other error."""
+
+
+def example(kind, default, help_text):
+    """A value to suggest for a flag of type kind (int or float): its default, else the first
+    number its help gives after "default:" or "e.g.", else 4096 (a size, a window, a seed) or 0.5."""
+    if isinstance(default, (int, float)) and not isinstance(default, bool):
+        return default
+    found = re.search(r"(?:default:|e\.g\.)\s*(-?\d[\d.e+-]*\d|\d)", help_text or "")
+    return found.group(1) if found else 4096 if kind is int else 0.5
+
+
+class Number:
+    """The type of a flag of type int or float: the number, or a one-line FlagError that names
+    the flag and the fix ('1e8' for a whole number is written out: 100000000)."""
+
+    def __init__(self, action):
+        self.kind, self.flag = action.type, max(action.option_strings, key=len, default=action.dest)
+        self.example = example(action.type, action.default, action.help)
+
+    def __call__(self, text):
+        try:
+            return self.kind(text)
+        except ValueError:
+            pass
+        if self.kind is float:
+            raise FlagError(f"{self.flag}: {text!r} is not a number; give e.g. {self.flag} {self.example}")
+        try:
+            whole = float(text)
+        except ValueError:
+            whole = None
+        if whole is not None and whole.is_integer():
+            raise FlagError(f"{self.flag}: {text!r} is not written in digits; give {self.flag} {int(whole)}")
+        raise FlagError(f"{self.flag}: {text!r} is not a whole number; give e.g. {self.flag} {self.example}")
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, with every flag of type int or float (in every command) typed by Number."""
+
+    def add_argument(self, *args, **kwargs):
+        action = super().add_argument(*args, **kwargs)
+        if action.type in (int, float):
+            action.type = Number(action)
+        return action
 
 
 class Help(argparse.ArgumentDefaultsHelpFormatter):
@@ -76,8 +125,9 @@ def cmd_generate(a):
     print(f"[{n} pieces in {dt:.1f} s]", file=sys.stderr)
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m mistral_np", description=__doc__)
+def parser():
+    """The command line: generate here, the other commands from their modules' add_cli."""
+    p = Parser(prog="python -m mistral_np", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
     g = sub.add_parser("generate", help="generate text from a prompt")
     g.add_argument("prompt", nargs="?", help='the text to continue; "-" reads it from stdin (default: none, '
@@ -105,12 +155,16 @@ def main(argv=None):
     for name in ("train", "bench", "quantize"):
         if importlib.util.find_spec(f"mistral_np.{name}"):
             importlib.import_module(f"mistral_np.{name}").add_cli(sub)
-    for parser in sub.choices.values():                 # every command's --help shows the defaults
-        parser.formatter_class = Help
-    a = p.parse_args(argv)
+    for command in sub.choices.values():                # every command's --help shows the defaults
+        command.formatter_class = Help
+    return p
+
+
+def main(argv=None):
     try:
+        a = parser().parse_args(argv)
         a.run(a)
-    except (FileNotFoundError, ValueError, KeyError) as e:
+    except (FileNotFoundError, ValueError, KeyError, FlagError) as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"error: {msg}", file=sys.stderr)
         return 2
