@@ -56,7 +56,7 @@ def curve_figure(path, model_dir=DEFAULT_MODEL):
     fig = Figure(figsize=(9.5, 4))
     training_curve(log, evaluation, fig.add_subplot())
     fig.tight_layout()
-    return finish(fig, path, dpi=120, bbox_inches="tight")
+    return finish(fig, path)
 
 
 def make(out_dir=FIGURES_DIR, model_dir=DEFAULT_MODEL):
