@@ -18,7 +18,13 @@
     sampling     greedy, temperature, top-k, top-p
     generate     the generation loop
     speculative  several tokens per pass: prompt-lookup drafts checked in one pass (lookahead=k)
-    bench, train, corpus, figures: measuring, training the pocket model, its data, the figures
+    costs        parameters, bytes, FLOPs and KV cache: from a config, and counted on arrays
+    bench        speed and memory of a checkpoint, measured
+    backward     the hand-written gradients and the batched training forward pass
+    evaluate     losses and bits per character
+    train        training the pocket model: optimiser, data, checkpoints, the loop
+    corpus       the fetched Shakespeare text and its split
+    figures      drawing the book's figures (one module per chapter)
     book         the chapters' helpers: show a function's source, paths relative to the repository
 """
 from pathlib import Path
