@@ -224,6 +224,22 @@ def test_save_load_round_trip_is_exact_in_f32(tmp_path, layout):
     assert back.n_params() == model.n_params()
 
 
+@pytest.mark.parametrize("first, second", [("hf", "hf"), ("mistral", "hf"), ("hf", "mistral")])
+def test_save_over_the_checkpoint_it_was_loaded_from(tmp_path, first, second):
+    """The weights are memory-mapped from the folder being replaced: the new files are written
+    under temporary names and renamed, and the other layout's files go, so nothing is lost or mixed."""
+    model = random_model(small_args(W=3), seed=5)
+    d = checkpoint.save(model, tmp_path / "m", layout=first, dtype="F32")
+    (d / "tokenizer.model").write_bytes(b"kept")
+    loaded = mistral_np.load(d)                                  # memory-mapped from d
+    checkpoint.save(loaded, d, layout=second, dtype="F32")
+    names = sorted(p.name for p in d.iterdir())
+    assert names == sorted([{"hf": "config.json", "mistral": "params.json"}[second], "tokenizer.model",
+                            {"hf": "model.safetensors", "mistral": "consolidated.safetensors"}[second]])
+    tokens = np.arange(11) % 23
+    np.testing.assert_allclose(mistral_np.load(d).forward(tokens), model.forward(tokens), rtol=0, atol=1e-5)
+
+
 def test_tied_embeddings_round_trip(tmp_path):
     model = random_model(small_args(tie_embeddings=True), seed=2)
     assert model.weights["output"] is model.weights["tok_embeddings"]

@@ -230,9 +230,23 @@ def book_state_dict(model):
     return {k: as_f32(v) for k, v in sd.items()}
 
 
+def replace_files(out_dir, written, replaced=("config.json", "params.json", "tokenizer.model")):
+    """Move the finished files {final name: temporary path} into out_dir. Weight files of an older
+    checkpoint there go first, index first, so no state in between loads stale weights; so do the
+    files named in `replaced` that this checkpoint does not write."""
+    stale = [out_dir / "model.safetensors.index.json"] + sorted(out_dir.glob("*.safetensors"))
+    stale += [out_dir / n for n in replaced if n not in written]
+    for path in stale:
+        if path.name not in written and (path.is_file() or path.is_symlink()):
+            path.unlink()
+    for name, tmp in written.items():
+        tmp.replace(out_dir / name)                                  # atomic on one file system
+
+
 def save(model, out_dir, layout="hf", dtype="BF16"):
     """Write a model as a Hugging Face (config.json + model.safetensors) or Mistral
-    (params.json + consolidated.safetensors) checkpoint, converting the q/k RoPE layout as needed."""
+    (params.json + consolidated.safetensors) checkpoint, converting the q/k RoPE layout as needed.
+    An older checkpoint in out_dir is replaced whole (its tokenizer.model stays)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     a = model.args
@@ -244,13 +258,17 @@ def save(model, out_dir, layout="hf", dtype="BF16"):
             for name, n in (("wq", a.n_heads), ("wk", a.n_kv_heads)):
                 key = f"layers.{i}.attention.{name}.weight"
                 sd[key] = permute(sd[key], n)
-    if layout == "hf":
-        (out_dir / "config.json").write_text(json.dumps(to_hf_config(a), indent=2) + "\n")
-        save_file(out_dir / "model.safetensors", {hf_name(k): v for k, v in sd.items()},
-                  metadata={"format": "pt"}, dtype=dtype)
-    else:
-        (out_dir / "params.json").write_text(json.dumps(to_params(a), indent=2) + "\n")
-        save_file(out_dir / "consolidated.safetensors", sd, dtype=dtype)
+    hf = layout == "hf"
+    config, weights = ("config.json", "model.safetensors") if hf else ("params.json", "consolidated.safetensors")
+    written = {name: out_dir / f".{name}.partial" for name in (config, weights)}
+    try:   # written under temporary names, then renamed: safe even over the checkpoint it was loaded from
+        written[config].write_text(json.dumps(to_hf_config(a) if hf else to_params(a), indent=2) + "\n")
+        save_file(written[weights], {hf_name(k): v for k, v in sd.items()} if hf else sd,
+                  metadata={"format": "pt"} if hf else None, dtype=dtype)
+        replace_files(out_dir, written, replaced=("config.json", "params.json"))
+    finally:
+        for tmp in written.values():
+            tmp.unlink(missing_ok=True)                              # only left if something failed
     return out_dir
 
 

@@ -15,7 +15,7 @@ import time
 import numpy as np
 
 from .bf16 import BF16
-from .checkpoint import load, read_tensors
+from .checkpoint import load, read_tensors, replace_files
 from .int8 import SCALE_SUFFIX, Int8, quantize_rows  # noqa: F401 (Int8 re-exported)
 from .paths import DEFAULT_MODEL
 from .safetensors import header_bytes
@@ -34,18 +34,6 @@ def check_out_dir(model_dir, out_dir, force=False):
     if dst.is_dir() and any(dst.iterdir()) and not force:
         raise ValueError(f"--out {out_dir} is not empty; choose a new folder, or pass --force to replace "
                          "the checkpoint files in it")
-
-
-def _replace_files(out_dir, written):
-    """Move the finished files {final name: temporary path} into out_dir. Weight files of an older
-    checkpoint there go first, index first, so no state in between loads stale weights."""
-    stale = [out_dir / "model.safetensors.index.json"] + sorted(out_dir.glob("*.safetensors"))
-    stale += [out_dir / n for n in ("config.json", "params.json", "tokenizer.model") if n not in written]
-    for path in stale:
-        if path.name not in written and (path.is_file() or path.is_symlink()):
-            path.unlink()
-    for name, tmp in written.items():
-        tmp.replace(out_dir / name)                                  # atomic on one file system
 
 
 def quantize(model_dir, out_dir, log=print, force=False):
@@ -70,7 +58,7 @@ def quantize(model_dir, out_dir, log=print, force=False):
         t0 = time.perf_counter()
         written["model.safetensors"] = out_dir / ".model.safetensors.partial"
         _write_int8(tensors, written["model.safetensors"])
-        _replace_files(out_dir, written)
+        replace_files(out_dir, written)
     finally:
         for tmp in written.values():
             tmp.unlink(missing_ok=True)                              # only left if something failed
