@@ -8,7 +8,7 @@ import pytest
 from mistral_np import bf16 as bf16_mod
 from mistral_np.bf16 import BF16, bf16_bits_to_f32, f32_to_bf16_bits, round_to_bf16
 from mistral_np.layers import linear
-from mistral_np.safetensors import load_file, read_header, save_file
+from mistral_np.safetensors import header_bytes, load_file, read_header, save_file
 
 from helpers import TINY_BF16, TINY_HF
 
@@ -40,6 +40,14 @@ def test_float64_is_stored_as_f32(tmp_path):
     x = load_file(tmp_path / "t.safetensors")["x"]
     assert x.dtype == np.float32
     np.testing.assert_array_equal(x, np.float32([0.1, 1 / 3]))
+
+
+def test_unknown_dtypes_are_one_line_errors(tmp_path):
+    with pytest.raises(ValueError, match="'z' is complex64.*convert it to float32"):
+        save_file(tmp_path / "c.safetensors", {"z": np.zeros(2, np.complex64)})
+    assert not (tmp_path / "c.safetensors").exists()
+    with pytest.raises(ValueError, match="'w' has dtype 'F8'; known: F32"):
+        header_bytes([("w", "F8", (2,))])
 
 
 def test_bf16_round_trip_and_memmap(tmp_path):

@@ -125,6 +125,8 @@ def header_bytes(entries, metadata=None):
     8-byte length, then the JSON (metadata, if any, as strings) padded with spaces to 8 bytes."""
     header, offset = {}, 0
     for name, dtype, shape in entries:
+        if dtype not in DTYPES:
+            raise ValueError(f"safetensors: tensor {name!r} has dtype {dtype!r}; known: {', '.join(DTYPES)}")
         n = int(math.prod(shape)) * np.dtype(DTYPES[dtype]).itemsize
         header[name] = {"dtype": dtype, "shape": list(shape), "data_offsets": [offset, offset + n]}
         offset += n
@@ -145,6 +147,9 @@ def save_file(path, tensors, metadata=None, dtype="F32"):
             raw, kind = f32_to_bf16_bits(arr), "BF16"
         else:
             arr = arr.astype(np.float32) if arr.dtype.kind == "f" and dtype == "F32" else arr
+            if arr.dtype not in inverse:
+                raise ValueError(f"{path}: tensor {name!r} is {arr.dtype}, which this writer does not store "
+                                 f"(it writes {', '.join(DTYPES)}); convert it to float32 first")
             raw, kind = arr, inverse[arr.dtype]
         entries.append((name, kind, arr.shape))
         blobs.append(np.ascontiguousarray(raw).astype(raw.dtype.newbyteorder("<"), copy=False).tobytes())
