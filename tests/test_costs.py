@@ -115,3 +115,13 @@ def test_resized_cache_keeps_the_last_positions(n, W_new, seed):
         for t in tokens[n:]:
             np.testing.assert_allclose(other.forward(np.array([t]), small),
                                        other.forward(np.array([t]), fresh), rtol=1e-5, atol=1e-6)
+
+
+def test_default_chunk_is_the_largest_whose_scores_fit_the_budget():
+    from mistral_np.model import PREFILL_SCORES_BYTES, default_chunk_size
+    for args in (MISTRAL_7B, LLAMA2_13B, MISTRAL_7B.replace(W=32768, max_seq_len=32768)):
+        for n_cached in (0, 100, None):
+            S = args.W if n_cached is None else min(args.W, n_cached)
+            T = default_chunk_size(args, n_cached)
+            assert costs.score_bytes(args, T, S + T) <= PREFILL_SCORES_BYTES
+            assert T == args.W or costs.score_bytes(args, T + 1, S + T + 1) > PREFILL_SCORES_BYTES

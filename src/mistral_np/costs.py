@@ -91,6 +91,12 @@ def kv_cache_bytes(args, n_tokens, bytes_per_value=2, rolling=True):
     return kv_bytes_per_token(args, bytes_per_value) * slots
 
 
+def score_bytes(args, n_queries, n_keys, batch=1):
+    """Bytes of one layer's float32 attention scores (batch, n_heads, n_queries, n_keys): the
+    largest array attention builds, and what a pre-fill chunk's size is chosen to bound."""
+    return 4 * batch * args.n_heads * n_queries * n_keys
+
+
 def decode_bytes(args, position, bytes_per_param=2, bytes_per_value=2):
     """Bytes one decode step must read: the weights once, plus the keys and values it attends to.
     On a CPU this, not the FLOPs, sets the time of a decode step."""

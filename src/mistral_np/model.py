@@ -12,6 +12,7 @@ from .attention import attention, window_mask
 from .bf16 import blas_threads
 from .cache import RollingCache
 from .config import ModelArgs
+from .costs import score_bytes
 from .layers import apply_rope, feed_forward, is_array, linear, rms_norm
 from .weights import expected_shapes, nest
 
@@ -50,7 +51,7 @@ def default_chunk_size(args, n_cached=None, budget=None):
     layer at 7B, and with W = 32768 (sliding_window null) hundreds of GiB.
     """
     S = args.W if n_cached is None else min(args.W, n_cached)
-    c = (PREFILL_SCORES_BYTES if budget is None else budget) / (4 * args.n_heads)                        # T^2 + S T <= c
+    c = (PREFILL_SCORES_BYTES if budget is None else budget) / score_bytes(args, 1, 1)     # T^2 + S T <= c
     T = int((math.sqrt(S * S + 4 * c) - S) / 2)
     return max(1, min(args.W, T))
 

@@ -22,6 +22,7 @@ import numpy as np
 
 from .backward import loss_and_grads
 from .config import ModelArgs
+from .costs import score_bytes
 from .evaluate import evaluate
 from .model import Model
 from .weights import expected_shapes, nest
@@ -237,7 +238,7 @@ def check_settings(steps, batch_size, lr, warmup, minutes, seed=0, weight_decay=
 
 def check_memory(args: ModelArgs, batch_size):
     """Refuse a step whose attention weights alone (kept for the backward pass) exceed this machine's memory."""
-    need = 4 * args.n_layers * batch_size * args.n_heads * args.max_seq_len ** 2     # float32 (B, H, T, T)
+    need = args.n_layers * score_bytes(args, args.max_seq_len, args.max_seq_len, batch_size)
     try:
         have = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (AttributeError, ValueError, OSError):

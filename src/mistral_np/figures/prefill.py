@@ -10,6 +10,7 @@ import numpy as np
 from ..attention import window_mask
 from ..cache import EMPTY, RollingCache
 from ..config import ModelArgs
+from ..costs import score_bytes
 from ..model import random_model
 from .output import Figure, finish
 from .sliding_window import best_time, peak_bytes
@@ -70,7 +71,7 @@ def cost_args(W=128):
 def largest_scores(args, T, chunk_size):
     """Bytes of the largest float32 score array (n_heads, chunk, cached + chunk) a pre-fill of
     T tokens in chunks of chunk_size builds: the chunk starting at s sees min(W, s) cached keys."""
-    return max(4 * args.n_heads * n * (min(args.W, s) + n)
+    return max(score_bytes(args, n, min(args.W, s) + n)
                for s in range(0, T, chunk_size) for n in [min(chunk_size, T - s)])
 
 
