@@ -9,11 +9,12 @@ import pytest
 import mistral_np
 from mistral_np import MISTRAL_7B
 from mistral_np.bf16 import f32_to_bf16_bits
-from mistral_np.checkpoint import expected_shapes, hf_name
+from mistral_np.checkpoint import hf_name
 from mistral_np.gguf import read_gguf
 from mistral_np.quantize import INT8_METADATA, _write_int8
 from mistral_np.quants import GGMLTensor, row_bytes
 from mistral_np.safetensors import header_bytes, save_file
+from mistral_np.weights import expected_shapes
 
 from helpers import REPO
 

@@ -47,13 +47,14 @@ import zlib
 
 import numpy as np
 
-from mistral_np.checkpoint import expected_shapes, hf_name
+from mistral_np.checkpoint import hf_name
 from mistral_np.config import MISTRAL_7B, to_params
 from mistral_np.corpus import mistral_tokenizer_path
 from mistral_np.gguf import gguf_name, write_gguf
 from mistral_np.layers import permute_pairs_to_halves
 from mistral_np.quants import random_blocks, row_bytes, type_name
 from mistral_np.safetensors import header_bytes
+from mistral_np.weights import expected_shapes
 
 # config.json of mistralai/Mistral-7B-v0.1 (keys and values as published).
 HF_CONFIG = {
