@@ -1,13 +1,12 @@
 """How a figure function hands its figure over: shown by the notebook cell that drew it, and
 written to figures/ only when asked, all at one resolution.
 
-Every drawing function builds a `Figure` (matplotlib's own class, object API: no pyplot, no
-backend switch) and ends with `finish(fig, path)`, which returns the figure. A notebook cell that
-ends with it shows it as a PNG, so a figure of measured numbers is the one of the run whose numbers
-the cell prints. The PNG file is written only when the
-environment variable MISTRAL_NP_WRITE_FIGURES is 1: tools/run_notebook.py and tools/make_figures.py
-set it, the tests (nbval re-executes every chapter) do not, so running the tests leaves the
-repository as it was.
+Every drawing function builds a `Figure` (matplotlib's own class, object API: no pyplot, no backend
+switch) and ends with `finish(fig, path)`, which returns the figure. A notebook cell that ends with
+it shows it as a PNG, so a figure of measured numbers is the one of the run whose numbers the cell
+prints. The PNG file is written only when the environment variable MISTRAL_NP_WRITE_FIGURES is 1:
+tools/run_notebook.py and tools/make_figures.py set it, the tests (nbval re-executes every chapter)
+do not, so running the tests leaves the repository as it was.
 """
 import io
 import os
