@@ -125,3 +125,11 @@ def test_default_chunk_is_the_largest_whose_scores_fit_the_budget():
             T = default_chunk_size(args, n_cached)
             assert costs.score_bytes(args, T, S + T) <= PREFILL_SCORES_BYTES
             assert T == args.W or costs.score_bytes(args, T + 1, S + T + 1) > PREFILL_SCORES_BYTES
+
+
+def test_resized_refuses_a_window_that_is_not_a_positive_whole_number():
+    import pytest
+    cache = random_model(small_args()).new_cache()
+    for W in (0, -3, 2.5, True, "8"):
+        with pytest.raises(ValueError, match="resized: W must be a whole number >= 1"):
+            cache.resized(W)

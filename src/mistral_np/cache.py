@@ -101,6 +101,8 @@ class RollingCache:
         """A copy with W slots holding the same last min(W, n_seen) positions: a cache for a
         sequence that grows (W larger), or for a shorter window. Growing a cache that has already
         wrapped is refused: the positions it dropped are gone."""
+        if not isinstance(W, (int, np.integer)) or isinstance(W, bool) or W < 1:
+            raise ValueError(f"resized: W must be a whole number >= 1, got {W!r}")
         if W > self.W and self.n_seen > self.W:
             raise ValueError(f"resized: a cache holding the last {self.W} of {self.n_seen} positions "
                              f"cannot grow to {W} slots; the earlier positions are gone")
