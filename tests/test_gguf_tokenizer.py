@@ -126,6 +126,14 @@ def test_smollm2_round_trip(smol, text):
     assert smol.decode(smol.encode(text)) == text
 
 
+def test_encode_returns_a_new_list_each_call(smol):
+    ids = smol.encode("ab")
+    ids.append(99)
+    assert smol.encode("ab") == ids[:-1]
+    with pytest.raises(TypeError, match="text must be a str"):
+        smol.encode(["ab"])
+
+
 # ---------------------------------------------------------------- SentencePiece BPE
 
 def test_sentencepiece_parity(spm_pair):

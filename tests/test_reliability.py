@@ -301,6 +301,7 @@ BAD_CONFIGS = {   # config.json change -> words the message must hold
     "eps null": (dict(rms_norm_eps=None), "rms_norm_eps must be a number"),
     "eps string": (dict(rms_norm_eps="1e-5"), "rms_norm_eps must be a number"),
     "theta negative": (dict(rope_parameters={"rope_theta": -1.0}), "rope_theta must be a finite number > 0"),
+    "rope_parameters a number": (dict(rope_parameters=5), "rope_parameters is 5, not an object"),
     "theta infinite": (dict(rope_theta=float("inf")), "rope_theta must be a finite number > 0"),
     "theta bool": (dict(rope_theta=True), "rope_theta must be a number"),
     "layers a bool": (dict(num_hidden_layers=True), "n_layers must be a positive integer"),

@@ -157,7 +157,10 @@ def from_hf_config(cfg: dict, path="config.json") -> ModelArgs:
     theta = cfg.get("rope_theta")
     if theta is None:  # transformers 5.x nests it
         nested = cfg.get("rope_parameters") or {}
-        theta = nested.get("rope_theta", 10000.0) if isinstance(nested, dict) else nested
+        if not isinstance(nested, dict):
+            raise ValueError(f"{path}: rope_parameters is {nested!r}, not an object holding rope_theta; "
+                             "use the config.json that came with the weights")
+        theta = nested.get("rope_theta", 10000.0)
     return _read(cfg, path, _HF_KEYS, max_seq_len=cfg.get("max_position_embeddings", 32768),
                  rope_theta=theta, rope_layout="halves")
 

@@ -87,7 +87,6 @@ def split_special(text, finder):
 
 # ---------------------------------------------------------------- GPT-2 byte-level BPE
 
-@cache
 def encode_words(tok, text, bos, special, words):
     """The encoding loop of both tokenizers: BOS if asked (None: the file's add_bos_token), control
     tokens matched whole, and every word of the plain text between them merged (and remembered)."""
