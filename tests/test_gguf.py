@@ -284,3 +284,14 @@ def test_writer_takes_functions_for_tensor_bytes(tmp_path):
     with pytest.raises(ValueError, match="b: 288 bytes do not hold Q4_K"):
         write_gguf(tmp_path / "bad.gguf", {}, {"b": (12, (3, 512), lambda: blocks[:2].reshape(-1))})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["lazy.gguf"]
+
+
+@pytest.mark.parametrize("type_id", [0, 1, 30])
+def test_nonfinite_values_are_counted_from_their_bits(type_id):
+    """F32 / F16 / BF16: inf and NaN are found from the exponent bits, without widening the
+    tensor; the count equals what widening would find, on random bytes (which hold plenty of both)."""
+    from mistral_np.quants import nonfinite_blocks
+    size = GGML_TYPES[type_id][2]
+    blocks = np.random.default_rng(type_id).integers(0, 256, (20_000, size), dtype=np.uint8)
+    widened = GGML_TYPES[type_id][3](blocks)
+    assert nonfinite_blocks(type_id, blocks) == int((~np.isfinite(widened)).sum()) > 0

@@ -106,6 +106,7 @@ def row_bytes(type_id, cols):
 
 
 SCALE_OFFSETS = {8: (0,), 2: (0,), 3: (0, 2)}    # where each block's f16 scales sit (Q8_0, Q4_0, Q4_1)
+EXPONENT_BITS = {0: (np.uint32, 0x7F800000), 1: (np.uint16, 0x7C00), 30: (np.uint16, 0x7F80)}  # F32 F16 BF16
 
 
 def nonfinite_blocks(type_id, blocks):
@@ -117,7 +118,8 @@ def nonfinite_blocks(type_id, blocks):
         for at in SCALE_OFFSETS[type_id]:
             bad |= ~np.isfinite(f16_at(blocks, at))
         return int(bad.sum())
-    return int((~np.isfinite(GGML_TYPES[type_id][3](blocks))).sum())     # F32 / F16 / BF16 values
+    bits_type, exponent = EXPONENT_BITS[type_id]          # F32 / F16 / BF16: inf and NaN have every
+    return int(np.count_nonzero((blocks.view(bits_type) & exponent) == exponent))   # exponent bit set
 
 
 class GGMLTensor:
