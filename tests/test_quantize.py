@@ -50,3 +50,18 @@ def test_quantizing_twice_is_an_error(tmp_path):
     out = quantize(TINY_HF, tmp_path / "q", log=lambda *a: None)
     with pytest.raises(ValueError, match="already quantized"):
         quantize(out, tmp_path / "qq")
+
+
+def test_int8_refuses_scales_that_do_not_match_its_rows(tmp_path):
+    q, s = quantize_rows(np.ones((4, 8), np.float32))
+    for bad in (s[:3], s.astype(np.float64)):
+        with pytest.raises(ValueError, match="not int8 rows with one float32 scale per row"):
+            Int8(q, bad)
+    from mistral_np.safetensors import load_file, save_file
+    out = quantize(TINY_HF, tmp_path / "int8", log=lambda *a: None)
+    tensors = {k: np.array(v) for k, v in load_file(out / "model.safetensors").items()}   # copies
+    name = next(k for k in tensors if k.endswith("q_proj.weight_scale"))
+    tensors[name] = tensors[name][:-1]                               # one scale short
+    save_file(out / "model.safetensors", tensors)
+    with pytest.raises(ValueError, match=f"{name[:-6]}'.*one float32 scale per row; quantize the checkpoint"):
+        mistral_np.load(out)

@@ -199,11 +199,11 @@ def load(path, widen="auto", window=None) -> Model:
         if key + SCALE_SUFFIX in tensors:                       # int8 rows and their scales
             scale = tensors[key + SCALE_SUFFIX]
             used.add(key + SCALE_SUFFIX)
-            if t.dtype != np.int8 or len(shape) != 2 or scale.shape != shape[:1] or scale.dtype != np.float32:
-                raise ValueError(f"{file}: {key!r} ({t.dtype}) with {key + SCALE_SUFFIX!r} ({scale.dtype}, "
-                                 f"{scale.shape}) is not int8 rows with one float32 scale per row; "
-                                 "quantize the checkpoint again")
-            return Int8(t, scale)
+            try:
+                return Int8(t, scale)
+            except ValueError as e:
+                raise ValueError(f"{file}: {key!r} and {key + SCALE_SUFFIX!r}: {e}; quantize the checkpoint "
+                                 "again") from None
         if isinstance(t, BF16):
             return t.to_f32() if (widen_all or len(shape) == 1) else t
         if t.dtype != np.float32:

@@ -16,8 +16,10 @@ class Int8:
     """A weight matrix as int8 rows q (out, in) and float32 row scales s (out,): W = q * s[:, None]."""
 
     def __init__(self, q, scale):
-        assert q.dtype == np.int8 and q.ndim == 2 and scale.shape == q.shape[:1]
-        self.q, self.scale = q, np.asarray(scale, np.float32)
+        if q.dtype != np.int8 or q.ndim != 2 or scale.shape != q.shape[:1] or scale.dtype != np.float32:
+            raise ValueError(f"{q.dtype} {q.shape} with {scale.dtype} {scale.shape} scales is not int8 rows "
+                             "with one float32 scale per row")
+        self.q, self.scale = q, scale
         self.shape, self.ndim, self.size = q.shape, 2, q.size
         self.nbytes = q.nbytes + self.scale.nbytes
 
