@@ -25,7 +25,7 @@
     train        training the pocket model: optimiser, data, checkpoints, the loop
     corpus       the fetched Shakespeare text and its split
     figures      drawing the book's figures (one module per chapter)
-    book         the chapters' helpers: show a function's source, paths relative to the repository
+    book         the chapters' helper: show a function's source
 """
 from pathlib import Path
 
