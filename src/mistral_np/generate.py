@@ -4,6 +4,7 @@ The rolling cache keeps memory flat, so generation may run past W and past the c
 """
 import numpy as np
 
+from .model import check_token_ids
 from .sampling import GREEDY_BELOW, check_sampling, distribution, sample  # noqa: F401 (re-exported)
 from .speculative import speculative_stream
 from .tokenizer import StreamDecoder
@@ -20,15 +21,7 @@ def generate_ids(model, prompt_ids, max_new_tokens=64, temperature=0.0, top_k=0,
     check_sampling(temperature, top_k, top_p, max_new_tokens)
     if not isinstance(lookahead, (int, np.integer)) or lookahead < 0:
         raise ValueError(f"lookahead must be an integer >= 0 (0 means one token per pass), got {lookahead!r}")
-    prompt_ids = np.asarray(prompt_ids)
-    if prompt_ids.ndim != 1 or prompt_ids.size == 0:
-        raise ValueError("generate: the prompt must hold at least one token (BOS alone is fine)")
-    if prompt_ids.dtype.kind not in "iu":               # floats would be truncated silently
-        raise ValueError(f"generate: token ids must be integers, got dtype {prompt_ids.dtype}")
-    if prompt_ids.min() < 0 or prompt_ids.max() >= model.args.vocab_size:
-        raise ValueError(f"generate: token ids must be in [0, {model.args.vocab_size}), got "
-                         f"{prompt_ids.min()}..{prompt_ids.max()}; was the text encoded with this model's tokenizer?")
-    prompt_ids = prompt_ids.astype(np.int64)
+    prompt_ids = check_token_ids(prompt_ids, model.args.vocab_size, "generate").astype(np.int64)
     if prompt_ids.size > model.args.max_seq_len:
         raise ValueError(f"generate: the prompt has {prompt_ids.size} tokens but the model's context is "
                          f"{model.args.max_seq_len}; shorten the prompt (generation itself may run longer)")

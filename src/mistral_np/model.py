@@ -56,6 +56,21 @@ def default_chunk_size(args, n_cached=None, budget=None):
     return max(1, min(args.W, T))
 
 
+def check_token_ids(tokens, vocab_size, who):
+    """tokens as a 1-D array of integer ids in [0, vocab_size), or a one-line ValueError."""
+    tokens = np.asarray(tokens)
+    if tokens.ndim != 1 or tokens.size == 0:
+        raise ValueError(f"{who}: tokens must be a non-empty 1-D array of integer ids (at least one token; "
+                         f"BOS alone is fine), got shape {tokens.shape}")
+    if tokens.dtype.kind not in "iu":                      # floats would be truncated silently
+        raise ValueError(f"{who}: token ids must be integers (a non-empty 1-D array of integer ids), "
+                         f"got dtype {tokens.dtype}")
+    if tokens.min() < 0 or tokens.max() >= vocab_size:
+        raise ValueError(f"{who}: token ids must be in [0, {vocab_size}), got {tokens.min()}..{tokens.max()}; "
+                         "was the text encoded with this model's tokenizer?")
+    return tokens
+
+
 class Model:
     """A Mistral model: its ModelArgs and its weights. forward() is the whole computation."""
 
@@ -86,13 +101,7 @@ class Model:
         come after the cache.n_seen tokens fed before, and are stored in it.
         """
         a, w = self.args, self.weights
-        tokens = np.asarray(tokens)
-        if tokens.ndim != 1 or tokens.size == 0 or tokens.dtype.kind not in "iu":
-            raise ValueError(f"forward: tokens must be a non-empty 1-D array of integer ids, "
-                             f"got shape {tokens.shape} dtype {tokens.dtype}")
-        if tokens.min() < 0 or tokens.max() >= a.vocab_size:
-            raise ValueError(f"forward: token ids must be in [0, {a.vocab_size}), got "
-                             f"{tokens.min()}..{tokens.max()}; was the text encoded with this model's tokenizer?")
+        tokens = check_token_ids(tokens, a.vocab_size, "forward")
         if cache is not None:
             cache.check_fits(a)
         start = cache.n_seen if cache is not None else 0
