@@ -28,7 +28,7 @@ import threading
 import numpy as np
 
 from .bf16 import BLOCK_BYTES, blocked_rows
-from .kquants import unpack_scales_mins_k4
+from .kquants import F16_TO_F32, unpack_scales_mins_k4
 
 MAX_ROWS = 4                  # x with more rows than this goes through the dequantizer instead
 # float32 bytes of integers unpacked at a time by each thread: half of bf16's blocks, which measured
@@ -45,11 +45,6 @@ def _scratch(name, shape, dtype):
         buf = np.empty(n, dtype)
         setattr(_local, name, buf)
     return buf[:n].reshape(shape)
-
-
-# every f16 bit pattern as float32: a table lookup is exact, and fast also for the subnormal f16s
-# that the super-scales of 7B weights often are (NumPy converts those one at a time)
-_F16 = np.arange(2**16, dtype=np.uint16).view(np.float16).astype(np.float32)
 
 
 def _gather(raw, start, stop, out=None):
@@ -78,7 +73,7 @@ def q4_k_scales(raw):
     np.copyto(packed, head[..., 4:].transpose(2, 1, 0))
     f = np.empty((2, B, 8, R), np.float32)                           # (scale or min, b, sub-block, r)
     np.copyto(f, unpack_scales_mins_k4(packed).transpose(0, 2, 1, 3))   # from (2, 8, B, R)
-    f *= np.take(_F16, head.view("<u2")[..., :2].T)[:, :, None, :]   # times d, dmin (2, B, R)
+    f *= np.take(F16_TO_F32, head.view("<u2")[..., :2].T)[:, :, None, :]   # times d, dmin (2, B, R)
     return f
 
 
@@ -161,7 +156,7 @@ def q6_k_rows(raw, xs, xsum, out):
     tail = _gather(raw, 192, 210)                                    # (R, B, 18): 16 int8 sc, f16 d
     scales = np.empty((2, 2, B, 2, 2, R), np.float32)                # (g, k, b, h, i, R)
     np.copyto(scales, tail[:, :, :16].view(np.int8).reshape(R, B, 2, 2, 2, 2).transpose(3, 4, 1, 2, 5, 0))
-    scales *= np.take(_F16, tail[:, :, 16:].view("<u2")[..., 0].T)[:, None, None, :]   # d (B, R)
+    scales *= np.take(F16_TO_F32, tail[:, :, 16:].view("<u2")[..., 0].T)[:, None, None, :]   # d (B, R)
     scales = scales.reshape(16 * B, R)
     np.einsum("jrt,jr->tr", partial.reshape(16 * B, R, T), scales, out=out)
     out -= xsum @ scales                                             # the -32 of every q
