@@ -229,3 +229,13 @@ def test_cli_bad_argument_is_a_clean_error(tmp_path, pocket_tokenizer):
                 "--temperature", "0.8")
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith("To be") and len(r.stdout) > len("To be")
+
+
+def test_cli_chat_without_a_template_is_refused_before_loading(monkeypatch, capsys):
+    from mistral_np import __main__ as cli
+
+    def no_load(*args, **kwargs):
+        raise AssertionError("the model was loaded before --chat was checked")
+    monkeypatch.setattr(cli, "load", no_load)
+    assert cli.main(["generate", "--chat", "Hello"]) == 2                # the pocket model: no template
+    assert "--chat needs a model with a chat template" in capsys.readouterr().err

@@ -108,9 +108,9 @@ def cmd_generate(a):
     a.prompt = read_prompt(a)
     if a.chunk_size is not None and a.chunk_size < 1:
         raise ValueError(f"--chunk-size must be >= 1, got {a.chunk_size}")
+    prompt = chat_text(a.model, a.prompt) if a.chat else a.prompt    # a model without a template: now
     model = load(a.model)
     tokenizer = load_tokenizer(a.model)
-    prompt = chat_text(a.model, a.prompt) if a.chat else a.prompt
     t0, n = time.perf_counter(), 0
     pieces = generate(model, tokenizer, prompt, a.max_new_tokens, a.temperature, a.top_k,
                       a.top_p, a.seed, a.chunk_size, lookahead=a.lookahead)
