@@ -11,13 +11,14 @@ import numpy as np
 
 from mistral_np import ModelArgs
 from mistral_np.bf16 import BF16
+from mistral_np.paths import DEFAULT_MODEL, REPO_ROOT
 
 TESTS = Path(__file__).resolve().parent
 FIXTURES = TESTS / "fixtures"
 TINY_HF = FIXTURES / "tiny-mistral-hf"                      # float32, one file
 TINY_BF16 = FIXTURES / "tiny-mistral-hf-bf16-sharded"       # bf16, two shards + index
-REPO = TESTS.parent
-POCKET_TOKENIZER = REPO / "models" / "pocket-mistral" / "tokenizer.model"
+REPO = REPO_ROOT
+POCKET_TOKENIZER = DEFAULT_MODEL / "tokenizer.model"
 
 
 def small_args(**changes):

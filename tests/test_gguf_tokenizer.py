@@ -15,10 +15,9 @@ from mistral_np.gguf_tokenizer import (BytePairTokenizer, SentencePieceTokenizer
                                        smollm_words, tokenizer_from_gguf)
 from mistral_np.tokenizer import StreamDecoder
 
-from helpers import FIXTURES, POCKET_TOKENIZER, REPO
+from mistral_np.paths import MISTRAL_TOKENIZER as MISTRAL, SMOLLM2_GGUF as SMOLLM2
 
-SMOLLM2 = REPO / "data" / "smollm2" / "SmolLM2-135M-Instruct.Q4_1.gguf"
-MISTRAL = REPO / "data" / "mistral-tokenizer" / "tokenizer.model"
+from helpers import FIXTURES, POCKET_TOKENIZER, REPO
 SMOLLM2_FIXTURE = FIXTURES / "smollm2_reference.json"
 
 TEXTS = ["Hello, world!", "The capital of France is", "def add(a, b):\n    return a + b\n",
